@@ -1,0 +1,39 @@
+# make demo | make test are the two commands a newcomer needs; both set up .venv themselves.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(VENV)/bin/nl2sql-align
+# Nothing at run time may reach a model hub.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test smoke bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: this resolves to the local CPU build instead of several GB of CUDA wheels.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(CLI) demo
+
+test: install
+	$(PY) -m pytest -q
+
+# A minute: every --help, every recipe validated, a few SFT steps on the micro model.
+smoke: install
+	$(PY) -m pytest -q -m "not slow" tests/test_cli.py tests/test_recipes.py
+
+bench: install
+	$(PY) scripts/measure_timeout.py
+
+lint: install
+	$(VENV)/bin/ruff check nl2sql_align scripts tests
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,237 @@
+"""The `nl2sql-align` command line: thin Typer commands over the stage runner and tools.
+
+Heavy imports (torch, transformers, trl) happen inside the commands, so `--help` answers instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nl2sql_align.errors import UserError
+
+app = typer.Typer(
+    name="nl2sql-align",
+    help="Post-train language models to write SQL: SFT, then preference and RL stages, scored by execution.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+RecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="Recipe TOML file.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe key, e.g. --set train.learning_rate=1e-6 (repeatable)."),
+]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing output_dir once the new run completes.")]
+
+
+def _stage_recipe(recipe: Path | None, overrides: list[str] | None, config_cls: type):
+    from nl2sql_align.recipe import load_recipe
+
+    return load_recipe(recipe, overrides, train_config_cls=config_cls)
+
+
+@app.command()
+def sft(recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Supervised fine-tuning (TRL SFTTrainer): full, LoRA or 4-bit QLoRA; loss on the SQL answer only."""
+    from nl2sql_align.stages import sft as stage
+
+    r = _stage_recipe(recipe, set_, stage.config_class())
+    out = stage.run(r, overwrite=overwrite)
+    typer.echo(f"sft: wrote {out}")
+
+
+@app.command()
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
+    stage: Annotated[str | None, typer.Option(help="Stage whose [train] keys to check (default: from the name).")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """Check a recipe (keys, types, data specs) without loading a model."""
+    from nl2sql_align.recipe import load_recipe
+
+    stage = stage or _guess_stage(recipe)
+    config_cls = _config_class(stage)
+    r = load_recipe(recipe, set_, train_config_cls=config_cls)
+    from nl2sql_align.stages.runner import make_train_args
+
+    make_train_args(config_cls, r, Path(r.output_dir or "out"), {}, validating=True)
+    checks = [f"recipe keys and types ({stage}: [train] accepted by {config_cls.__name__})"]
+    if r.data.train and not r.data.train.startswith(("demo:",)):
+        _check_data_spec(r.data.train, r)
+        checks.append(f"data.train = {r.data.train}")
+    if r.data.eval and not r.data.eval.startswith(("demo:",)):
+        _check_data_spec(r.data.eval, r)
+        checks.append(f"data.eval = {r.data.eval}")
+    if not r.output_dir:
+        raise UserError(f"{recipe}: output_dir is not set")
+    if not r.model.name_or_path:
+        raise UserError(f"{recipe}: model.name_or_path is not set")
+    for c in checks:
+        typer.echo(f"ok  {c}")
+    typer.echo(f"{recipe}: valid")
+
+
+def _guess_stage(recipe: Path) -> str:
+    name = recipe.stem.lower()
+    for stage in ("sft",):
+        if stage in name.split("-") or name.endswith(stage):
+            return stage
+    return "sft"
+
+
+def _config_class(stage: str) -> type:
+    if stage == "sft":
+        from nl2sql_align.stages.sft import config_class
+
+        return config_class()
+    raise UserError(f"unknown stage {stage!r}; stages available: sft")
+
+
+def _check_data_spec(spec: str, r) -> None:
+    from nl2sql_align.data import load_examples
+
+    d = r.data
+    load_examples(spec, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=None)
+
+
+@app.command("eval")
+def eval_(
+    data: Annotated[str, typer.Option(help="Data spec: demo:dev, spider:DIR, bird:DIR, FILE.jsonl, FILE.json.")],
+    report: Annotated[Path, typer.Option(help="Folder for per_example.jsonl, summary.json and ex.png.")],
+    model: Annotated[str | None, typer.Option(help="Model or adapter folder to generate with (greedy).")] = None,
+    predictions: Annotated[
+        Path | None, typer.Option(help="Score these instead: JSONL {index, sql}, BIRD JSON, or one SQL per line.")
+    ] = None,
+    metric: Annotated[str, typer.Option(help="spider (test-suite exec match) or bird (set equality).")] = "spider",
+    keep_distinct: Annotated[bool, typer.Option(help="Spider metric: keep DISTINCT (the official default drops it).")] = False,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe for prompt/eval settings (schema, system prompt).")] = None,
+    set_: SetOpt = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
+    db_dir: Annotated[str | None, typer.Option(help="Folder of databases named by db_id (JSONL/alpaca data).")] = None,
+    timeout: Annotated[float, typer.Option(help="Per-query timeout in seconds.")] = 30.0,
+    skip_bad_gold: Annotated[bool, typer.Option(help="Leave out examples whose gold SQL fails, instead of stopping.")] = False,
+) -> None:
+    """Execution accuracy of a model (greedy generation) or of a predictions file."""
+    from nl2sql_align.data import load_examples
+    from nl2sql_align.evaluate import print_summary, read_predictions, score_predictions, summarize, write_report
+    from nl2sql_align.recipe import load_recipe
+    from nl2sql_align.sql import SQLExecutor
+
+    if metric not in ("spider", "bird"):
+        raise UserError(f"--metric {metric!r}: choose spider or bird")
+    if (model is None) == (predictions is None):
+        raise UserError("give exactly one of --model (generate) or --predictions (score a file)")
+    r = load_recipe(recipe, set_)
+    examples = load_examples(data, db_dir=db_dir or r.data.db_dir, db=r.data.db, db_field=r.data.db_field, limit=limit)
+    outputs = None
+    if model is not None:
+        from nl2sql_align.data import extract_sql
+        from nl2sql_align.evaluate import generate_sql, load_model_for_eval
+
+        m, tok = load_model_for_eval(model)
+        s = r.data.schema
+        outputs = generate_sql(
+            m, tok, examples, example_values=s.example_values, max_value_chars=s.max_value_chars,
+            system_prompt=r.data.system_prompt, max_new_tokens=r.eval.max_new_tokens, batch_size=r.eval.batch_size,
+        )
+        preds = [extract_sql(o) for o in outputs]
+    else:
+        preds = read_predictions(predictions, len(examples))
+    with SQLExecutor(workers=r.eval.workers, timeout=timeout) as ex:
+        rows = score_predictions(
+            examples, preds, metric=metric, keep_distinct=keep_distinct, executor=ex, skip_bad_gold=skip_bad_gold,
+            raw_outputs=outputs,
+        )
+    summary = summarize(rows, metric)
+    write_report(rows, summary, report)
+    print_summary(summary, f"EX on {data}")
+    typer.echo(f"report: {report}")
+
+
+@app.command("data")
+def data_(
+    spec: Annotated[str, typer.Argument(help="Data spec: demo:train, spider:DIR, bird:DIR, FILE.jsonl, FILE.json.")],
+    prompts: Annotated[bool, typer.Option(help="Print the rendered chat prompts instead of the records.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
+    db_dir: Annotated[str | None, typer.Option(help="Folder of databases named by db_id.")] = None,
+    db: Annotated[str | None, typer.Option(help="One database for every example (alpaca files).")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe whose [data] schema/prompt settings to use.")] = None,
+) -> None:
+    """Print the loaded examples as JSONL, or the exact prompts training will see."""
+    from nl2sql_align.data import build_messages, load_examples
+    from nl2sql_align.recipe import load_recipe
+
+    r = load_recipe(recipe)
+    d = r.data
+    examples = load_examples(spec, db_dir=db_dir or d.db_dir, db=db or d.db, db_field=d.db_field, limit=limit)
+    for i, ex in enumerate(examples):
+        if prompts:
+            msgs = build_messages(ex, d.schema.example_values, d.schema.max_value_chars, d.system_prompt)
+            typer.echo(json.dumps({"index": i, "id": ex.id, "messages": msgs}, ensure_ascii=False))
+        else:
+            typer.echo(json.dumps(ex.to_json(i), ensure_ascii=False))
+
+
+@app.command()
+def demo(
+    recipe: Annotated[Path, typer.Option(help="SFT recipe for the demo.")] = Path("recipes/tiny-sft.toml"),
+    model_dir: Annotated[Path, typer.Option(help="Where the tiny model is built (reused if present).")] = Path(
+        "out/tiny-model"
+    ),
+    set_: SetOpt = None,
+) -> None:
+    """The whole job on the embedded demo: build the tiny model, score it, SFT it, score it again."""
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from nl2sql_align.data import load_examples
+    from nl2sql_align.evaluate import evaluate_model, load_model_for_eval
+    from nl2sql_align.recipe import load_recipe
+    from nl2sql_align.stages import sft as stage
+    from nl2sql_align.tiny_model import ensure_tiny_model
+
+    t0 = time.time()
+    console = Console()
+    r = load_recipe(recipe, [f"model.name_or_path={model_dir}", *(set_ or [])], train_config_cls=stage.config_class())
+    console.print(f"[bold]1/4[/] tiny model -> {model_dir}")
+    ensure_tiny_model(model_dir)
+    dev = load_examples(r.data.eval or "demo:dev", limit=r.data.eval_limit)
+    console.print(f"[bold]2/4[/] EX before training on {r.data.eval} ({len(dev)} examples)")
+    m, tok = load_model_for_eval(str(model_dir))
+    before = evaluate_model(m, tok, dev, r, report_dir=Path(r.output_dir).parent / "eval-before", print_table=False)
+    del m
+    console.print(f"[bold]3/4[/] SFT on {r.data.train} -> {r.output_dir}")
+    out = stage.run(r, overwrite=True)
+    console.print("[bold]4/4[/] EX after training")
+    after = json.loads((out / "eval" / "summary.json").read_text())
+    table = Table(title=f"Demo: execution accuracy on {r.data.eval} (n={after['n']})")
+    for col in ("model", "EX %", "executable %"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    table.add_row("tiny model, before SFT", f"{before['ex']:.1f}", f"{before['executable']:.1f}")
+    table.add_row("after SFT", f"{after['ex']:.1f}", f"{after['executable']:.1f}")
+    for k, v in after.get("ex_by_hardness", {}).items():
+        table.add_row(f"  after SFT, {k}", f"{v['ex']:.1f}", "")
+    table.caption = f"outputs: {out}  ·  wall time {time.time() - t0:.0f} s"
+    console.print(table)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

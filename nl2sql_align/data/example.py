@@ -1,0 +1,28 @@
+"""The one record every stage consumes, whatever format the data came in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nl2sql_align.sql import Database
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    question: str
+    sql: str  # gold SQL
+    db: Database
+    db_id: str
+    evidence: str = ""  # BIRD "external knowledge"
+    hardness: str | None = None  # Spider hardness or BIRD difficulty, when the data has it
+    # Dialect the gold SQL is written in; None means the database's own. Spider/BIRD gold is SQLite.
+    dialect: str | None = None
+    source: str = ""  # file:line it came from, for error messages
+
+    def to_json(self, index: int | None = None) -> dict:
+        out = {"index": index} if index is not None else {}
+        out.update(id=self.id, db=self.db_id, question=self.question, evidence=self.evidence, sql=self.sql)
+        if self.hardness:
+            out["hardness"] = self.hardness
+        return out

@@ -1,0 +1,54 @@
+"""Chat prompts for text-to-SQL, and SQL extraction from model answers."""
+
+from __future__ import annotations
+
+import re
+
+from nl2sql_align.data.example import Example
+from nl2sql_align.data.schema import schema_text
+
+_ENGINE_NAMES = {"sqlite": "SQLite", "duckdb": "DuckDB"}
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a careful data analyst. Given a {engine} database schema and a question, write one {engine} "
+    "SQL query that answers the question. Reply with the query in a ```sql code block."
+)
+
+
+def build_messages(
+    ex: Example,
+    example_values: int = 3,
+    max_value_chars: int = 40,
+    system_prompt: str | None = None,
+) -> list[dict[str, str]]:
+    """System + user messages. BIRD evidence goes before the question, as the benchmark's own prompts do."""
+    engine = _ENGINE_NAMES.get(ex.db.engine, ex.db.engine)
+    system = (system_prompt or DEFAULT_SYSTEM_PROMPT).replace("{engine}", engine)
+    parts = ["Database schema:", schema_text(ex.db, example_values, max_value_chars), ""]
+    if ex.evidence:
+        parts += [f"External knowledge: {ex.evidence}", ""]
+    parts.append(f"Question: {ex.question}")
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(parts)}]
+
+
+def format_answer(sql: str) -> str:
+    """The assistant turn we train on; `extract_sql` inverts it."""
+    return f"```sql\n{sql.strip()}\n```"
+
+
+_FENCE = re.compile(r"```(?:sql|SQL|sqlite|duckdb)?[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
+_SQL_FENCE = re.compile(r"```(?:sql|SQL)[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def extract_sql(text: str) -> str:
+    """The last ```sql block; else the last ``` block; else the bare text. An unclosed block counts
+    (generation often stops at the token limit before the closing fence)."""
+    blocks = [b for b in _SQL_FENCE.findall(text) if b.strip()]
+    if not blocks:
+        blocks = [b for b in _FENCE.findall(text) if b.strip()]
+    sql = blocks[-1] if blocks else text
+    return sql.strip().rstrip(";").strip()
+
+
+def has_sql_block(text: str) -> bool:
+    return bool(re.search(r"```(?:sql|SQL)[ \t]*\n.*?```", text, re.DOTALL))

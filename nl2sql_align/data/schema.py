@@ -1,0 +1,184 @@
+"""Schema text for prompts, read from the live database.
+
+The format is what OmniSQL and DAIL-SQL found to work: CREATE TABLE DDL with primary and foreign keys, and a
+comment per column with a few distinct example values. The text is deterministic (tables and columns in
+definition order, example values in row order) so that the same database always gives the same prompt.
+
+These are our own fixed catalogue queries, not model output, so they run on a plain read-only connection
+rather than through the sandbox.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from nl2sql_align.errors import DataError
+from nl2sql_align.sql import Database
+
+
+@dataclass
+class Column:
+    name: str
+    type: str
+    primary_key: bool = False
+    examples: list = field(default_factory=list)
+
+
+@dataclass
+class Table:
+    name: str
+    columns: list[Column]
+    primary_key: list[str]
+    foreign_keys: list[tuple[list[str], str, list[str]]]  # (columns, referenced table, referenced columns)
+
+
+def schema_text(db: Database, example_values: int = 3, max_value_chars: int = 40) -> str:
+    return _schema_text(db.path, db.engine, example_values, max_value_chars)
+
+
+@lru_cache(maxsize=256)
+def _schema_text(path: str, engine: str, example_values: int, max_value_chars: int) -> str:
+    tables = read_schema(Database(path, engine), example_values)
+    return "\n\n".join(render_table(t, max_value_chars) for t in tables)
+
+
+def read_schema(db: Database, example_values: int = 3) -> list[Table]:
+    if not Path(db.path).is_file():
+        raise DataError(f"database not found: {db.path}")
+    if db.engine == "sqlite":
+        return _sqlite_schema(db.path, example_values)
+    return _duckdb_schema(db.path, example_values)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sqlite_schema(path: str, k: int) -> list[Table]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # Old Spider databases hold latin-1 bytes in TEXT columns; keep them readable instead of failing.
+    conn.text_factory = lambda b: b.decode("utf-8", errors="replace")
+    try:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+            )
+        ]
+        tables = []
+        for name in names:
+            info = conn.execute(f"PRAGMA table_info({_q(name)})").fetchall()  # cid, name, type, notnull, dflt, pk
+            pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
+            cols = [Column(r[1], (r[2] or "").upper() or "TEXT", r[1] in pk) for r in info]
+            fks: dict[int, tuple[list[str], str, list[str]]] = {}
+            for r in conn.execute(f"PRAGMA foreign_key_list({_q(name)})"):  # id, seq, table, from, to, ...
+                entry = fks.setdefault(r[0], ([], r[2], []))
+                entry[0].append(r[3])
+                entry[2].append(r[4] or "")
+            for c in cols:
+                c.examples = _examples(conn, name, c.name, k, "rowid")
+            tables.append(Table(name, cols, pk, list(fks.values())))
+        return tables
+    finally:
+        conn.close()
+
+
+def _duckdb_schema(path: str, k: int) -> list[Table]:
+    import duckdb
+
+    conn = duckdb.connect(path, read_only=True, config={"enable_external_access": False})
+    try:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT internal "
+                "ORDER BY table_oid"
+            ).fetchall()
+        ]
+        tables = []
+        for name in names:
+            cols_raw = conn.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
+                "AND table_name = ? ORDER BY column_index",
+                [name],
+            ).fetchall()
+            pk: list[str] = []
+            fks = []
+            for ctype, cols, ref_table, ref_cols in conn.execute(
+                "SELECT constraint_type, constraint_column_names, referenced_table, referenced_column_names "
+                "FROM duckdb_constraints() WHERE schema_name = 'main' AND table_name = ? "
+                "AND constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY') ORDER BY constraint_index",
+                [name],
+            ).fetchall():
+                if ctype == "PRIMARY KEY":
+                    pk = list(cols)
+                else:
+                    fks.append((list(cols), ref_table, list(ref_cols)))
+            columns = [Column(c, t, c in pk) for c, t in cols_raw]
+            for c in columns:
+                c.examples = _examples(conn, name, c.name, k, "rowid")
+            tables.append(Table(name, columns, pk, fks))
+        return tables
+    finally:
+        conn.close()
+
+
+def _examples(conn, table: str, column: str, k: int, order_col: str) -> list:
+    if k <= 0:
+        return []
+    # First k distinct values in storage order: deterministic, and closer to "typical" than MIN/MAX.
+    sql = (
+        f"SELECT {_q(column)} FROM {_q(table)} WHERE {_q(column)} IS NOT NULL "
+        f"GROUP BY {_q(column)} ORDER BY MIN({order_col}) LIMIT {int(k)}"
+    )
+    try:
+        return [r[0] for r in conn.execute(sql).fetchall()]
+    except Exception:  # WITHOUT ROWID tables and views: fall back to value order
+        sql = f"SELECT DISTINCT {_q(column)} FROM {_q(table)} WHERE {_q(column)} IS NOT NULL ORDER BY 1 LIMIT {int(k)}"
+        try:
+            return [r[0] for r in conn.execute(sql).fetchall()]
+        except Exception:
+            return []
+
+
+def _ident(name: str) -> str:
+    return name if name.replace("_", "").isalnum() and not name[0].isdigit() else _q(name)
+
+
+def _literal(v, max_chars: int) -> str:
+    if isinstance(v, str):
+        s = v if len(v) <= max_chars else v[: max_chars - 3] + "..."
+        s = s.replace("\n", " ")
+        return "'" + s.replace("'", "''") + "'"
+    if isinstance(v, bytes):
+        return "<blob>"
+    return str(v)
+
+
+def render_table(t: Table, max_value_chars: int = 40) -> str:
+    lines = []
+    single_pk = len(t.primary_key) == 1
+    for c in t.columns:
+        line = f"  {_ident(c.name)} {c.type}"
+        if single_pk and c.primary_key:
+            line += " PRIMARY KEY"
+        lines.append([line, c])
+    extra = []
+    if len(t.primary_key) > 1:
+        extra.append(f"  PRIMARY KEY ({', '.join(map(_ident, t.primary_key))})")
+    for cols, ref, ref_cols in t.foreign_keys:
+        ref_part = f"{_ident(ref)}({', '.join(_ident(c) for c in ref_cols if c)})" if any(ref_cols) else _ident(ref)
+        extra.append(f"  FOREIGN KEY ({', '.join(map(_ident, cols))}) REFERENCES {ref_part}")
+    out = [f"CREATE TABLE {_ident(t.name)} ("]
+    n = len(lines) + len(extra)
+    for i, (line, c) in enumerate(lines):
+        sep = "," if i < n - 1 else ""
+        comment = f" -- examples: {', '.join(_literal(v, max_value_chars) for v in c.examples)}" if c.examples else ""
+        out.append(line + sep + comment)
+    for j, line in enumerate(extra):
+        out.append(line + ("," if len(lines) + j < n - 1 else ""))
+    out.append(");")
+    return "\n".join(out)

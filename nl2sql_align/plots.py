@@ -1,0 +1,69 @@
+"""PNG plots written next to the outputs, so a user can look at a run without a dashboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on training machines
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
+    """One PNG per logged curve family: loss (train and eval), and every `rewards/*` / `reward*` series."""
+    rows = read_metrics(metrics_path)
+    if not rows:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plt = _pyplot()
+    written = []
+    groups = {
+        "loss": [k for k in ("loss", "eval_loss") if any(k in r for r in rows)],
+        "rewards": sorted({k for r in rows for k in r if k.startswith(("reward", "rewards/")) and k.endswith("mean")}),
+    }
+    for name, keys in groups.items():
+        if not keys:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in keys:
+            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", markersize=2, label=key)
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name} ({metrics_path.parent.name})")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_ex_comparison(labels: list[str], values: list[float], path: Path, title: str) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(labels)), 4))
+    bars = ax.bar(labels, values, color="#4c72b0")
+    ax.bar_label(bars, fmt="%.1f")
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("execution accuracy (%)")
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

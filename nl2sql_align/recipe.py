@@ -1,0 +1,357 @@
+"""Recipes: TOML files that say what a stage trains, on what, and how.
+
+Precedence is built-in defaults < recipe file < `--set a.b=value` overrides. Every key is checked: an unknown
+key or a value of the wrong type is an error naming the file, the key and the nearest valid key. The `[train]`
+table is handed to the stage's own TRL config dataclass (e.g. `trl.SFTConfig`), so anything TRL accepts is
+accepted, and its keys are checked against that dataclass rather than a list of our own.
+
+This module imports no torch: `validate` must answer quickly. The stage's config class is passed in by the
+caller (which may import TRL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from nl2sql_align.errors import RecipeError
+
+
+@dataclass
+class ModelSection:
+    name_or_path: str = ""
+    # "auto" keeps the checkpoint's dtype; bf16 on GPUs that have it, fp32 on CPU.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # A Jinja chat template (inline text, or a path to a .jinja file) replacing the tokenizer's own.
+    chat_template: str | None = None
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+
+
+@dataclass
+class SchemaSection:
+    # Distinct example values shown in each column's comment (OmniSQL/DAIL-SQL style); 0 hides them.
+    example_values: int = 3
+    # Long strings are cut so one wide text column cannot blow up the prompt.
+    max_value_chars: int = 40
+
+
+@dataclass
+class DataSection:
+    # Data specs: a .jsonl/.json path, spider:DIR, bird:DIR, demo:train, demo:dev (see README).
+    train: str = ""
+    eval: str | None = None
+    # Where databases named by a db_id live (native JSONL and alpaca formats).
+    db_dir: str | None = None
+    # One database for every example (alpaca files often have no per-example database).
+    db: str | None = None
+    # The alpaca field that names each example's database.
+    db_field: str = "db_id"
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    # Replaces the built-in system prompt.
+    system_prompt: str | None = None
+    schema: SchemaSection = field(default_factory=SchemaSection)
+
+
+@dataclass
+class LoraSection:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # "all-linear" is PEFT's shorthand for every linear layer but the output head.
+    target_modules: str | list[str] = "all-linear"
+
+
+@dataclass
+class QuantizationSection:
+    bits: Literal[4, 8] = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+
+
+@dataclass
+class EvalSection:
+    metric: Literal["spider", "bird"] = "spider"
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    # Score the trained model on data.eval at the end of the stage.
+    after_training: bool = True
+    # SQL execution sandbox.
+    timeout: float = 5.0
+    workers: int | None = None
+
+
+@dataclass
+class Recipe:
+    output_dir: str = ""
+    seed: int = 42
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    lora: LoraSection | None = None  # absent table = full fine-tune
+    quantization: QuantizationSection | None = None  # absent table = no quantization
+    eval: EvalSection = field(default_factory=EvalSection)
+    # Passed to the stage's TRL config dataclass; validated against its fields.
+    train: dict[str, Any] = field(default_factory=dict)
+    # Where the recipe came from (not a TOML key).
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return {k: v for k, v in out.items() if v is not None}
+
+
+# Keys of [train] that the recipe sets elsewhere, so that there is one place for each setting.
+_TRAIN_KEYS_OWNED_ELSEWHERE = {"output_dir": "output_dir (top level)", "seed": "seed (top level)"}
+
+
+def load_recipe(
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    train_config_cls: type | None = None,
+) -> Recipe:
+    """Read a recipe file, apply `--set` overrides, validate everything. `path=None` starts from defaults."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise RecipeError(f"recipe not found: {p}")
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise RecipeError(f"{p}: not valid TOML: {e}") from None
+    for item in overrides or []:
+        _apply_override(raw, item, train_config_cls)
+    recipe = _build(Recipe, raw, source, prefix="")
+    recipe.source = source
+    if train_config_cls is not None:
+        recipe.train = _check_train(recipe.train, train_config_cls, source)
+    return recipe
+
+
+def _apply_override(raw: dict[str, Any], item: str, train_config_cls: type | None) -> None:
+    if "=" not in item:
+        raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.learning_rate=1e-5")
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise RecipeError(f"--set {item!r}: empty key part in {key!r}")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError(f"--set {item!r}: {part!r} is a value, not a table")
+        node = child
+    node[parts[-1]] = _parse_value(text.strip())
+
+
+def _parse_value(text: str) -> Any:
+    """`--set` values are TOML values (1e-6, true, [1, 2], "x"); anything else is a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: [{prefix.rstrip('.')}] must be a table, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise RecipeError(_unknown_key(source, prefix + key, key, list(fields)))
+        kwargs[key] = _coerce(value, hints[key], source, prefix + key)
+    return cls(**kwargs)
+
+
+def _unknown_key(source: str, full_key: str, key: str, valid: list[str]) -> str:
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return f"{source}: unknown key {full_key!r}{hint} Valid keys here: {', '.join(sorted(valid))}"
+
+
+def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
+    """Check (and gently convert) a value against a type annotation; raise a RecipeError naming the key."""
+    ok, out = _try_coerce(value, tp, source, key)
+    if ok:
+        return out
+    raise RecipeError(f"{source}: {key} = {value!r} has the wrong type: expected {_type_name(tp)}")
+
+
+def _try_coerce(value: Any, tp: Any, source: str, key: str) -> tuple[bool, Any]:
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is object:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        # TOML has no null; `--set key=none` means None, unless the key also takes strings ("none" is a
+        # meaningful string to some of them, e.g. report_to).
+        if value is None or (isinstance(value, str) and value.lower() == "none" and str not in args):
+            return (type(None) in args), None
+        # Exact type matches first, so 1 stays an int in `int | float` and "8" stays a str in `str | int`.
+        for arg in args:
+            if isinstance(arg, type) and not dataclasses.is_dataclass(arg) and type(value) is arg:
+                return True, value
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                ok, out = _try_coerce(value, arg, source, key)
+            except RecipeError:
+                if dataclasses.is_dataclass(arg):
+                    raise
+                continue
+            if ok:
+                return True, out
+        return False, None
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return True, value
+        raise RecipeError(f"{source}: {key} = {value!r} is not one of {', '.join(map(repr, choices))}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, dict):
+            return True, _build(tp, value, source, key + ".")
+        return False, None
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            return False, None
+        (item_tp, *_) = typing.get_args(tp) or (Any,)
+        items = [_coerce(v, item_tp, source, f"{key}[{i}]") for i, v in enumerate(value)]
+        return True, items if origin is list else tuple(items)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict), value
+    if tp is bool:
+        if isinstance(value, bool):
+            return True, value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return True, value.lower() == "true"
+        return False, None
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return True, value
+        if isinstance(value, float) and value.is_integer():
+            return True, int(value)
+        return False, None
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if isinstance(value, str):
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, None
+        return False, None
+    if tp is str:
+        if isinstance(value, str):
+            return True, value
+        # `--set model.name_or_path=7` style overrides arrive parsed as TOML; a number is a fine string.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, str(value)
+        return False, None
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        valid = [m.value for m in tp]
+        if value in valid or isinstance(value, tp):
+            return True, value
+        raise RecipeError(f"{source}: {key} = {value!r} is not one of {', '.join(map(repr, valid))}")
+    if isinstance(tp, type):
+        return isinstance(value, tp), value
+    # Annotations we cannot check (forward references, callables): trust the library to validate.
+    return True, value
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def train_config_fields(config_cls: type) -> dict[str, Any]:
+    """Field name -> type annotation of a TRL/transformers config dataclass."""
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:  # some annotations reference optional packages; fall back to the raw strings
+        hints = {}
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(config_cls) if f.init}
+
+
+def _check_train(train: dict[str, Any], config_cls: type, source: str) -> dict[str, Any]:
+    valid = train_config_fields(config_cls)
+    out = {}
+    for key, value in train.items():
+        if key in _TRAIN_KEYS_OWNED_ELSEWHERE:
+            raise RecipeError(f"{source}: train.{key} is set by {_TRAIN_KEYS_OWNED_ELSEWHERE[key]}, not in [train]")
+        if key not in valid:
+            near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise RecipeError(
+                f"{source}: unknown key 'train.{key}'{hint} [train] accepts the fields of "
+                f"{config_cls.__module__.split('.')[0]}.{config_cls.__name__}"
+            )
+        out[key] = _coerce(value, valid[key], source, f"train.{key}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing the resolved recipe (stdlib has a TOML reader but no writer).
+
+
+def dump_toml(data: dict[str, Any], header: str = "") -> str:
+    lines = [f"# {line}" for line in header.splitlines()] if header else []
+    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
+    lines += [f"{k} = {_toml_value(v)}" for k, v in scalars.items() if v is not None]
+    for name, table in tables.items():
+        lines += _toml_table(name, table)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
+    lines = ["", f"[{name}]"]
+    subtables = {}
+    for k, v in table.items():
+        if isinstance(v, dict):
+            subtables[k] = v
+        elif v is not None:  # TOML has no null: an absent key means the default (None)
+            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+    for k, v in subtables.items():
+        lines += _toml_table(f"{name}.{_toml_key(k)}", v)
+    return lines
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v if x is not None) + "]"
+    if isinstance(v, enum.Enum):
+        return _toml_value(v.value)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return _toml_value(str(v))
+
+
+def write_resolved(recipe: Recipe, path: Path, command: str) -> None:
+    header = f"Resolved recipe (defaults < {recipe.source} < --set overrides).\nReproduce: {command}"
+    path.write_text(dump_toml(recipe.to_dict(), header), encoding="utf-8")

@@ -1,0 +1,141 @@
+"""Result comparison with the official Spider and BIRD semantics, and cell normalisation.
+
+Normalise first, compare second: DuckDB returns Decimal, LIST and STRUCT values, `Decimal('0.1') != 0.1`
+and NaN never equals NaN in a set (DESIGN.md, "Executing untrusted SQL"), so every result that leaves a
+worker goes through `normalize_rows`, and the comparison functions then follow the official code exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from itertools import product
+from typing import Any
+
+Row = tuple
+
+
+def _normalize_cell(value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, Decimal):
+        value = float(value)
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else value
+    if isinstance(value, (list, tuple)):
+        return tuple(_normalize_cell(v) for v in value)
+    if isinstance(value, dict):
+        items = [(k, _normalize_cell(v)) for k, v in value.items()]
+        try:
+            return tuple(sorted(items))
+        except TypeError:  # keys of mixed, unorderable types (a DuckDB MAP)
+            return tuple(sorted(items, key=lambda kv: (str(type(kv[0])), str(kv[0]))))
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    return value
+
+
+def normalize_rows(rows: Iterable[Sequence[Any]]) -> list[Row]:
+    """Make every row a hashable tuple whose cells compare the way a reader expects.
+
+    Decimal -> float; LIST/ARRAY values -> tuple; STRUCT/MAP (dict) -> tuple of sorted (key, value) items;
+    NaN -> the string "NaN" (so that NaN equals NaN in a set); bytes kept; everything else as is.
+    """
+    return [tuple(_normalize_cell(v) for v in row) for row in rows]
+
+
+# --- Spider: test-suite-sql-eval, exec_eval.py -------------------------------------------------------------
+
+
+def _unorder_row(row: Row) -> Row:
+    return tuple(sorted(row, key=lambda x: str(x) + str(type(x))))
+
+
+def _quick_rej(result1: list[Row], result2: list[Row], order_matters: bool) -> bool:
+    # Same bag of unordered rows is a necessary condition for equivalence ("quick rejection").
+    s1 = [_unorder_row(row) for row in result1]
+    s2 = [_unorder_row(row) for row in result2]
+    if order_matters:
+        return s1 == s2
+    return set(s1) == set(s2)
+
+
+def _constraint_permutations(tab1_sets_by_columns: list[set], result2: list[Row], rng: random.Random):
+    num_cols = len(result2[0])
+    perm_constraints = [set(range(num_cols)) for _ in range(num_cols)]
+    if num_cols <= 3:
+        return product(*perm_constraints)
+    # As the official code: sample 20 rows of the prediction and drop column pairings they contradict.
+    # The official code uses the global `random`; a seeded generator keeps scores reproducible.
+    for _ in range(20):
+        random_tab2_row = rng.choice(result2)
+        for tab1_col in range(num_cols):
+            for tab2_col in set(perm_constraints[tab1_col]):
+                if random_tab2_row[tab2_col] not in tab1_sets_by_columns[tab1_col]:
+                    perm_constraints[tab1_col].remove(tab2_col)
+    return product(*perm_constraints)
+
+
+def spider_exec_match(gold_rows: Sequence[Row], pred_rows: Sequence[Row], order_matters: bool) -> bool:
+    """Spider execution match: the official test-suite-sql-eval `result_eq` (exec_eval.py), step by step.
+
+    https://github.com/taoyds/test-suite-sql-eval/blob/master/exec_eval.py
+    Two empty results are equal; row counts and column counts must match; a quick rejection compares rows
+    with their cells sorted (as lists when order matters, else as sets); then some permutation of the
+    prediction's columns must make it equal to the gold: as lists when order matters, else as sets and as
+    multisets (duplicates count). Only difference: a seeded `random.Random(0)` replaces the global `random`
+    that the official code samples rows with when there are more than 3 columns.
+    """
+    result1, result2 = list(gold_rows), list(pred_rows)
+    if len(result1) == 0 and len(result2) == 0:
+        return True
+    if len(result1) != len(result2):
+        return False
+    num_cols = len(result1[0])
+    if len(result2[0]) != num_cols:
+        return False
+    if not _quick_rej(result1, result2, order_matters):
+        return False
+    tab1_sets_by_columns = [{row[i] for row in result1} for i in range(num_cols)]
+    for perm in _constraint_permutations(tab1_sets_by_columns, result2, random.Random(0)):
+        if len(perm) != len(set(perm)):
+            continue
+        if num_cols == 1:
+            result2_perm = result2
+        else:
+            result2_perm = [tuple(row[i] for i in perm) for row in result2]
+        if order_matters:
+            if result1 == result2_perm:
+                return True
+        elif set(result1) == set(result2_perm) and Counter(result1) == Counter(result2_perm):
+            return True
+    return False
+
+
+# --- BIRD: evaluation.py -----------------------------------------------------------------------------------
+
+
+def bird_exec_match(gold_rows: Iterable[Row], pred_rows: Iterable[Row]) -> bool:
+    """BIRD execution match, exactly `set(predicted_res) == set(ground_truth_res)` (BIRD evaluation.py):
+    row order and duplicates are ignored, column order matters."""
+    return set(pred_rows) == set(gold_rows)
+
+
+def results_match(gold_sql: str, gold_rows, pred_rows, metric: str = "spider") -> bool:
+    """Compare a prediction's rows with the gold rows under `metric` ("spider" or "bird").
+
+    Rows are normalised first (a no-op for rows that came from `SQLExecutor`). Under "spider", order
+    matters only if the gold SQL has ORDER BY, as in the official `eval_exec_match`. A missing result (None:
+    the query failed) never matches.
+    """
+    if metric not in ("spider", "bird"):
+        raise ValueError(f"unknown metric {metric!r}: expected 'spider' or 'bird'")
+    if gold_rows is None or pred_rows is None:
+        return False
+    gold, pred = normalize_rows(gold_rows), normalize_rows(pred_rows)
+    if metric == "bird":
+        return bird_exec_match(gold, pred)
+    return spider_exec_match(gold, pred, order_matters="order by" in gold_sql.lower())

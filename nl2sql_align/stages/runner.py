@@ -1,0 +1,260 @@
+"""The one runner every stage shares: recipe -> TRL config, model/tokenizer/LoRA/QLoRA setup, metrics,
+atomic outputs, plots, model card, and the evaluation at the end.
+
+A stage module only says how to turn examples into its dataset columns and which TRL trainer to build
+(see stages/sft.py); everything else lives here, so the stages cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nl2sql_align.errors import RecipeError, UserError
+from nl2sql_align.recipe import Recipe, write_resolved
+
+
+@dataclass
+class StageContext:
+    """What a stage's build function receives."""
+
+    recipe: Recipe
+    args: Any  # the stage's TRL config instance
+    tokenizer: Any
+    model: str  # a path or hub id; TRL loads it with args.model_init_kwargs
+    peft_config: Any | None
+    quantization_config: Any | None
+    train_examples: list
+    eval_examples: list
+    callbacks: list
+
+
+def resolved_command() -> str:
+    return " ".join(["nl2sql-align", *sys.argv[1:]]) if sys.argv else "nl2sql-align"
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool) -> tuple[Path, Path]:
+    """Return (final dir, temp work dir beside it). Outputs appear under the final name only when complete."""
+    if not output_dir:
+        raise RecipeError("output_dir is not set: add output_dir = \"out/...\" to the recipe or --set output_dir=...")
+    final = Path(output_dir)
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise UserError(f"{final} already exists and is not empty; pass --overwrite to replace it once the new run completes")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    return final, work
+
+
+def publish(work: Path, final: Path) -> None:
+    """Swap the finished work dir in; the old output (if any) is removed only after the new one is in place."""
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+    os.replace(work, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_model_kwargs(recipe: Recipe) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"dtype": recipe.model.dtype, "trust_remote_code": recipe.model.trust_remote_code}
+    if recipe.model.attn_implementation:
+        kwargs["attn_implementation"] = recipe.model.attn_implementation
+    return kwargs
+
+
+def build_quantization_config(recipe: Recipe):
+    q = recipe.quantization
+    if q is None:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if q.bits == 4:
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=q.quant_type,
+            bnb_4bit_use_double_quant=q.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
+            bnb_4bit_quant_storage=getattr(torch, q.compute_dtype),
+        )
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def build_peft_config(recipe: Recipe):
+    if recipe.lora is None:
+        if recipe.quantization is not None:
+            raise RecipeError(
+                f"{recipe.source}: [quantization] needs a [lora] table: a 4/8-bit base model cannot be fully "
+                "fine-tuned (QLoRA trains LoRA adapters on top of it)"
+            )
+        return None
+    from peft import LoraConfig
+
+    lo = recipe.lora
+    return LoraConfig(
+        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type="CAUSAL_LM"
+    )
+
+
+def load_tokenizer(recipe: Recipe):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(recipe.model.name_or_path, trust_remote_code=recipe.model.trust_remote_code)
+    template = recipe.model.chat_template
+    if template:
+        p = Path(template)
+        tok.chat_template = p.read_text(encoding="utf-8") if p.suffix in (".jinja", ".j2") and p.is_file() else template
+    if tok.chat_template is None:
+        raise RecipeError(
+            f"{recipe.model.name_or_path} has no chat template; set model.chat_template to a Jinja template "
+            "(inline or a .jinja path)"
+        )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def make_train_args(
+    config_cls: type, recipe: Recipe, work_dir: Path, defaults: dict[str, Any], validating: bool = False
+):
+    """Built-in defaults < recipe [train]; device-aware where TRL's defaults assume a GPU.
+
+    With `validating`, GPU-only precision flags are dropped on a machine without a GPU, so that a GPU recipe
+    can be checked on a laptop."""
+    import torch
+
+    values = dict(defaults)
+    values.update(recipe.train)
+    values["output_dir"] = str(work_dir)
+    values["seed"] = recipe.seed
+    if not torch.cuda.is_available():
+        # TRL configs default to bf16=True; on a CPU that means slow emulated autocast, so keep fp32 there
+        # unless the recipe asks for it explicitly.
+        if "bf16" not in recipe.train or validating:
+            values["bf16"] = False
+        if validating:
+            values.pop("fp16", None)
+            values.pop("tf32", None)
+    values.setdefault("model_init_kwargs", build_model_kwargs(recipe))
+    try:
+        return config_cls(**values)
+    except (ValueError, TypeError) as e:
+        raise RecipeError(f"{recipe.source}: [train] rejected by {config_cls.__name__}: {e}") from None
+
+
+class MetricsLogger:
+    """A TrainerCallback (duck-typed, so this module imports no transformers at import time) that appends
+    every Trainer log to metrics.jsonl."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.t0 = time.time()
+
+    def make(self):
+        from transformers import TrainerCallback
+
+        logger = self
+
+        class _CB(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if not state.is_world_process_zero or not logs:
+                    return
+                row = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time() - logger.t0, 3)}
+                row.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str))})
+                with logger.path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(row) + "\n")
+
+        return _CB()
+
+
+def run_stage(
+    stage: str,
+    recipe: Recipe,
+    config_cls: type,
+    build_trainer: Callable[[StageContext], Any],
+    *,
+    overwrite: bool = False,
+    train_defaults: dict[str, Any] | None = None,
+) -> Path:
+    """Train one stage end to end and publish its output directory. Returns the final output path."""
+    from nl2sql_align.data import load_examples
+
+    if not recipe.model.name_or_path:
+        raise RecipeError(f"{recipe.source}: model.name_or_path is not set")
+    import transformers
+
+    transformers.set_seed(recipe.seed)
+    d = recipe.data
+    train_examples = load_examples(d.train, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=d.train_limit)
+    eval_examples = (
+        load_examples(d.eval, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=d.eval_limit) if d.eval else []
+    )
+    final, work = prepare_output_dir(recipe.output_dir, overwrite)
+    try:
+        args = make_train_args(config_cls, recipe, work, train_defaults or {})
+        metrics = MetricsLogger(work / "metrics.jsonl")
+        ctx = StageContext(
+            recipe=recipe,
+            args=args,
+            tokenizer=load_tokenizer(recipe),
+            model=recipe.model.name_or_path,
+            peft_config=build_peft_config(recipe),
+            quantization_config=build_quantization_config(recipe),
+            train_examples=train_examples,
+            eval_examples=eval_examples,
+            callbacks=[metrics.make()],
+        )
+        trainer = build_trainer(ctx)
+        started = time.time()
+        trainer.train()
+        train_seconds = time.time() - started
+        if trainer.accelerator.is_main_process:
+            trainer.save_model(str(work))
+            ctx.tokenizer.save_pretrained(str(work))
+            write_resolved(recipe, work / "recipe.resolved.toml", resolved_command())
+            from nl2sql_align.plots import plot_training
+
+            plot_training(work / "metrics.jsonl", work / "plots")
+            summary = None
+            if eval_examples and recipe.eval.after_training:
+                from nl2sql_align.evaluate import evaluate_model
+
+                summary = evaluate_model(
+                    trainer.model, ctx.tokenizer, eval_examples, recipe, report_dir=work / "eval", title=f"{stage} eval"
+                )
+            write_model_card(work, stage, recipe, len(train_examples), train_seconds, summary)
+            publish(work, final)
+        trainer.accelerator.wait_for_everyone()
+        return final
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def write_model_card(
+    out: Path, stage: str, recipe: Recipe, n_train: int, seconds: float, summary: dict | None
+) -> None:
+    lines = [
+        f"# {out.name}: {stage} on {recipe.data.train}",
+        "",
+        f"Trained by nl2sql-align `{stage}` from `{recipe.model.name_or_path}` on {n_train} examples in {seconds:.0f} s.",
+        "Mode: "
+        + ("QLoRA" if recipe.quantization else "LoRA" if recipe.lora else "full fine-tune")
+        + ". The exact settings are in `recipe.resolved.toml`; training logs in `metrics.jsonl`, curves in `plots/`.",
+    ]
+    if summary:
+        lines += [
+            "",
+            f"Execution accuracy on {recipe.data.eval} ({summary['n']} examples, {summary['metric']} semantics): "
+            f"**EX {summary['ex']:.1f}%**, executable {summary['executable']:.1f}%. Per example: `eval/per_example.jsonl`.",
+        ]
+    (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

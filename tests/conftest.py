@@ -1,0 +1,39 @@
+"""Shared fixtures. The tiny model is built once per test run; nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# No hub access from tests, ever (CI sets these too).
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+SPIDER = SHARED_DATA / "spider_sample"
+BIRD = SHARED_DATA / "bird_sample"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _demo_cache(tmp_path_factory):
+    """Build the demo into a per-run cache so tests never depend on (or write to) the user's ~/.cache."""
+    if "NL2SQL_ALIGN_CACHE" not in os.environ:
+        os.environ["NL2SQL_ALIGN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A micro Qwen2 model (random weights, BPE tokenizer trained on the demo): the session builds it once."""
+    from nl2sql_align.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "micro", size="micro", vocab_size=1024)
+
+
+@pytest.fixture
+def spider_db() -> Path:
+    return SPIDER / "database" / "concert_singer" / "concert_singer.sqlite"

@@ -1,0 +1,130 @@
+"""The command line: instant --help everywhere, clear errors, and the data/eval/validate tools end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SPIDER
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ["sft", "eval", "data", "validate", "demo"]
+
+
+def cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200")
+    p = subprocess.run(
+        [sys.executable, "-m", "nl2sql_align", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
+    )
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
+
+
+def test_help_lists_every_command():
+    out = cli("--help").stdout
+    for c in COMMANDS:
+        assert c in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_subcommand_help(command):
+    p = cli(command, "--help")
+    assert "Usage" in p.stdout and p.stderr.strip() == ""
+
+
+def test_cli_module_does_not_import_torch():
+    # --help must stay instant: the CLI imports heavy libraries only inside commands.
+    code = "import sys, nl2sql_align.cli; bad = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_console_script_matches_module():
+    script = Path(sys.executable).with_name("nl2sql-align")
+    if not script.exists():
+        pytest.skip("console script not installed in this environment")
+    a = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
+    assert a.returncode == 0 and a.stdout == cli("--help").stdout
+
+
+def test_validate_accepts_shipped_recipe_and_rejects_bad_one(tmp_path: Path):
+    p = cli("validate", "recipes/tiny-sft.toml")
+    assert "valid" in p.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('output_dir = "o"\n[model]\nname_or_path = "m"\n[train]\nnum_train_epoch = 3\n')
+    p = cli("validate", str(bad), check=False)
+    assert p.returncode == 2
+    assert "unknown key 'train.num_train_epoch'; did you mean 'num_train_epochs'" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_validate_checks_data(tmp_path: Path):
+    bad = tmp_path / "bad-data.toml"
+    bad.write_text(f'output_dir = "o"\n[model]\nname_or_path = "m"\n[data]\ntrain = "{tmp_path}/none.jsonl"\n')
+    p = cli("validate", str(bad), check=False)
+    assert p.returncode == 2 and "data not found" in p.stderr
+
+
+def test_data_prints_records_and_prompts():
+    lines = cli("data", f"spider:{SPIDER}", "--limit", "3").stdout.splitlines()
+    recs = [json.loads(line) for line in lines]
+    assert [r["index"] for r in recs] == [0, 1, 2]
+    assert recs[0]["db"] == "concert_singer" and recs[0]["sql"] == "SELECT count(*) FROM singer"
+    assert set(recs[0]) >= {"index", "id", "db", "question", "evidence", "sql"}
+    prompts = [json.loads(line) for line in cli("data", "demo:dev", "--prompts", "--limit", "2").stdout.splitlines()]
+    assert len(prompts) == 2
+    roles = [m["role"] for m in prompts[0]["messages"]]
+    assert roles == ["system", "user"] and "CREATE TABLE" in prompts[0]["messages"][1]["content"]
+
+
+def test_eval_gold_predictions_on_spider_sample_is_100(tmp_path: Path):
+    # dev_gold.sql is the official "SQL<TAB>db_id" gold file: scoring gold against gold must give EX = 100%.
+    cli("eval", "--data", f"spider:{SPIDER}", "--predictions", str(SPIDER / "dev_gold.sql"), "--report", str(tmp_path))
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n"] == 259 and summary["ex"] == 100.0 and summary["executable"] == 100.0
+    rows = [json.loads(line) for line in (tmp_path / "per_example.jsonl").read_text().splitlines()]
+    assert len(rows) == 259 and set(rows[0]) >= {"index", "db", "gold", "pred", "correct", "error"}
+
+
+def test_eval_scores_wrong_and_broken_predictions(tmp_path: Path):
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"index": 0, "sql": "SELECT count(*) FROM singer"},  # right
+                {"index": 1, "sql": "SELECT count(*) FROM stadium"},  # runs, wrong answer
+                {"index": 2, "sql": "SELECT nme FROM singer"},  # error
+                {"index": 3, "sql": "DROP TABLE singer"},  # refused
+            ]
+        )
+    )
+    cli("eval", "--data", f"spider:{SPIDER}", "--limit", "4", "--predictions", str(preds), "--report", str(tmp_path / "r"))
+    rows = [json.loads(line) for line in (tmp_path / "r" / "per_example.jsonl").read_text().splitlines()]
+    assert [r["correct"] for r in rows] == [True, False, False, False]
+    assert [r["executable"] for r in rows] == [True, True, False, False]
+    assert "nme" in rows[2]["error"] and rows[3]["error"].startswith("refused")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["ex"] == 25.0 and summary["executable"] == 50.0
+
+
+def test_eval_rejects_misaligned_predictions(tmp_path: Path):
+    preds = tmp_path / "p.sql"
+    preds.write_text("SELECT 1\nSELECT 2\n")
+    p = cli("eval", "--data", f"spider:{SPIDER}", "--predictions", str(preds), "--report", str(tmp_path / "r"), check=False)
+    assert p.returncode == 2 and "2 lines for 259 examples" in p.stderr
+
+
+def test_eval_model_generates_and_reports(tiny_model_dir: Path, tmp_path: Path):
+    cli("eval", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "4", "--report", str(tmp_path),
+        "--set", "eval.max_new_tokens=8")
+    rows = [json.loads(line) for line in (tmp_path / "per_example.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all("output" in r for r in rows)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["n"] == 4 and 0.0 <= summary["ex"] <= 100.0

@@ -1,0 +1,112 @@
+"""Recipes: every shipped file is valid; unknown keys and wrong types are errors that say where and what."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from nl2sql_align.errors import RecipeError
+from nl2sql_align.recipe import dump_toml, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "recipes").rglob("*.toml"))
+
+
+@pytest.fixture(scope="module")
+def sft_config():
+    from trl import SFTConfig
+
+    return SFTConfig
+
+
+def test_recipes_folder_is_not_empty():
+    assert len(RECIPES) >= 3
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_recipe_is_valid(path: Path, sft_config):
+    text = path.read_text()
+    # Convention: a recipe opens with a comment holding its launch command.
+    assert text.startswith("# nl2sql-align "), f"{path} must start with its launch command"
+    r = load_recipe(path, train_config_cls=sft_config)
+    assert r.output_dir and r.model.name_or_path
+    # The [train] table builds the real TRL config (no model is loaded).
+    from nl2sql_align.stages.runner import make_train_args
+
+    args = make_train_args(sft_config, r, Path("/tmp/unused"), {}, validating=True)
+    for key, value in r.train.items():
+        # CPU machines drop GPU precision flags when validating; HF normalises report_to ("none" -> []).
+        if key not in ("bf16", "fp16", "tf32", "report_to"):
+            got = getattr(args, key)
+            assert got == value or str(getattr(got, "value", got)) == str(value), key
+
+
+def test_unknown_key_names_file_key_and_nearest(tmp_path: Path, sft_config):
+    p = tmp_path / "r.toml"
+    p.write_text('output_dir = "o"\n[model]\nname_or_path = "m"\n[train]\nlearing_rate = 1e-5\n')
+    with pytest.raises(RecipeError) as e:
+        load_recipe(p, train_config_cls=sft_config)
+    msg = str(e.value)
+    assert str(p) in msg and "train.learing_rate" in msg and "learning_rate" in msg
+
+    p.write_text('output_dir = "o"\n[model]\nname_or_pth = "m"\n')
+    with pytest.raises(RecipeError, match=r"unknown key 'model.name_or_pth'; did you mean 'name_or_path'"):
+        load_recipe(p)
+
+    p.write_text('outptu_dir = "o"\n')
+    with pytest.raises(RecipeError, match="did you mean 'output_dir'"):
+        load_recipe(p)
+
+
+@pytest.mark.parametrize(
+    "override, pattern",
+    [
+        ("lora.r=1.5", r"lora.r = 1.5 has the wrong type: expected int"),
+        ("train.num_train_epochs=many", r"train.num_train_epochs = 'many' has the wrong type"),
+        ("quantization.bits=3", r"quantization.bits = 3 is not one of 4, 8"),
+        ("model.dtype=float64", r"model.dtype = 'float64' is not one of"),
+        ("data.schema.example_values=[1]", r"data.schema.example_values = \[1\] has the wrong type"),
+        ("seed", r"expected KEY=VALUE"),
+        ("train.output_dir=x", r"train.output_dir is set by output_dir \(top level\)"),
+    ],
+)
+def test_wrong_types_are_errors(override, pattern, sft_config):
+    with pytest.raises(RecipeError, match=pattern):
+        load_recipe(REPO / "recipes" / "tiny-sft.toml", [override], train_config_cls=sft_config)
+
+
+def test_overrides_coerce_and_take_precedence(sft_config):
+    r = load_recipe(
+        REPO / "recipes" / "tiny-sft.toml",
+        [
+            "train.learning_rate=1e-6",  # TOML float
+            "train.per_device_train_batch_size=3",
+            "train.bf16=true",
+            "train.report_to=none",  # stays the string HF understands, not None
+            "lora.r=8",  # creates the [lora] table: LoRA on
+            "data.schema.example_values=0",
+            "model.name_or_path=7",  # a number is a fine string
+            "eval.timeout=2",  # int -> float
+        ],
+        train_config_cls=sft_config,
+    )
+    assert r.train["learning_rate"] == 1e-6 and isinstance(r.train["learning_rate"], float)
+    assert r.train["per_device_train_batch_size"] == 3
+    assert r.train["bf16"] is True
+    assert r.train["report_to"] == "none"
+    assert r.lora is not None and r.lora.r == 8 and r.lora.alpha == 32  # defaults fill the rest
+    assert r.data.schema.example_values == 0
+    assert r.model.name_or_path == "7"
+    assert r.eval.timeout == 2.0 and isinstance(r.eval.timeout, float)
+
+
+def test_resolved_recipe_round_trips(tmp_path: Path, sft_config):
+    r = load_recipe(REPO / "recipes" / "qwen7b-qlora.toml", ["train.learning_rate=3e-5"], train_config_cls=sft_config)
+    text = dump_toml(r.to_dict(), "header")
+    p = tmp_path / "resolved.toml"
+    p.write_text(text)
+    again = load_recipe(p, train_config_cls=sft_config)
+    assert again.to_dict() == r.to_dict()
+    assert tomllib.loads(text)["train"]["learning_rate"] == 3e-5
