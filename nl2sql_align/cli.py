@@ -117,10 +117,19 @@ def eval_(
     db_dir: Annotated[str | None, typer.Option(help="Folder of databases named by db_id (JSONL/alpaca data).")] = None,
     timeout: Annotated[float, typer.Option(help="Per-query timeout in seconds.")] = 30.0,
     skip_bad_gold: Annotated[bool, typer.Option(help="Leave out examples whose gold SQL fails, instead of stopping.")] = False,
+    dialect: Annotated[
+        str | None, typer.Option(help="Dialect the predictions are written in (sqlglot name); default: the database's.")
+    ] = None,
 ) -> None:
     """Execution accuracy of a model (greedy generation) or of a predictions file."""
     from nl2sql_align.data import load_examples
-    from nl2sql_align.evaluate import print_summary, read_predictions, score_predictions, summarize, write_report
+    from nl2sql_align.evaluate import (
+        print_summary,
+        read_predictions,
+        score_predictions,
+        summarize,
+        write_report,
+    )
     from nl2sql_align.recipe import load_recipe
     from nl2sql_align.sql import SQLExecutor
 
@@ -136,10 +145,8 @@ def eval_(
         from nl2sql_align.evaluate import generate_sql, load_model_for_eval
 
         m, tok = load_model_for_eval(model)
-        s = r.data.schema
         outputs = generate_sql(
-            m, tok, examples, example_values=s.example_values, max_value_chars=s.max_value_chars,
-            system_prompt=r.data.system_prompt, max_new_tokens=r.eval.max_new_tokens, batch_size=r.eval.batch_size,
+            m, tok, examples, schema=r.data.schema, system_prompt=r.data.system_prompt, max_new_tokens=r.eval.max_new_tokens, batch_size=r.eval.batch_size,
         )
         preds = [extract_sql(o) for o in outputs]
     else:
@@ -147,7 +154,7 @@ def eval_(
     with SQLExecutor(workers=r.eval.workers, timeout=timeout) as ex:
         rows = score_predictions(
             examples, preds, metric=metric, keep_distinct=keep_distinct, executor=ex, skip_bad_gold=skip_bad_gold,
-            raw_outputs=outputs,
+            raw_outputs=outputs, pred_dialect=dialect,
         )
     summary = summarize(rows, metric)
     write_report(rows, summary, report)
@@ -173,7 +180,7 @@ def data_(
     examples = load_examples(spec, db_dir=db_dir or d.db_dir, db=db or d.db, db_field=d.db_field, limit=limit)
     for i, ex in enumerate(examples):
         if prompts:
-            msgs = build_messages(ex, d.schema.example_values, d.schema.max_value_chars, d.system_prompt)
+            msgs = build_messages(ex, d.schema, d.system_prompt)
             typer.echo(json.dumps({"index": i, "id": ex.id, "messages": msgs}, ensure_ascii=False))
         else:
             typer.echo(json.dumps(ex.to_json(i), ensure_ascii=False))
@@ -227,7 +234,7 @@ def demo(
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        app()
+        app(prog_name="nl2sql-align")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

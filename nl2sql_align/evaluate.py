@@ -14,8 +14,8 @@ from typing import Any
 
 from nl2sql_align.data import Example, build_messages, extract_sql
 from nl2sql_align.errors import DataError, UserError
+from nl2sql_align.recipe import SchemaSection
 from nl2sql_align.sql import ExecResult, SQLExecutor, remove_distinct, results_match
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Generation
@@ -26,8 +26,7 @@ def generate_sql(
     tokenizer,
     examples: list[Example],
     *,
-    example_values: int = 3,
-    max_value_chars: int = 40,
+    schema: SchemaSection | None = None,
     system_prompt: str | None = None,
     max_new_tokens: int = 256,
     batch_size: int = 16,
@@ -40,7 +39,7 @@ def generate_sql(
     tokenizer.padding_side = "left"  # decoder-only batching: pad on the left so generation continues the prompt
     prompts = [
         tokenizer.apply_chat_template(
-            build_messages(ex, example_values, max_value_chars, system_prompt), tokenize=False, add_generation_prompt=True
+            build_messages(ex, schema, system_prompt), tokenize=False, add_generation_prompt=True
         )
         for ex in examples
     ]
@@ -127,6 +126,7 @@ def score_predictions(
     executor: SQLExecutor | None = None,
     skip_bad_gold: bool = False,
     raw_outputs: list[str] | None = None,
+    pred_dialect: str | None = None,
 ) -> list[dict[str, Any]]:
     """One row per example: index, id, db, gold, pred, correct, executable, error (and hardness, raw output)."""
     if len(predictions) != len(examples):
@@ -142,7 +142,10 @@ def score_predictions(
                 f"{len(gold_errors)} gold queries fail, so those examples cannot be scored:\n  {shown}{more}\n"
                 "Fix the data, or pass --skip-bad-gold to leave those examples out."
             )
-        jobs = [(ex.db, _gold_sql(p, keep_distinct, metric), None) for ex, p in zip(examples, predictions, strict=True)]
+        # pred_dialect: the dialect predictions are written in (None: each database's own); sqlglot transpiles.
+        jobs = [
+            (ex.db, _gold_sql(p, keep_distinct, metric), pred_dialect) for ex, p in zip(examples, predictions, strict=True)
+        ]
         preds = executor.execute_many(jobs, progress=len(jobs) > 200)
     finally:
         if own:
@@ -228,10 +231,9 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
 def evaluate_model(model, tokenizer, examples, recipe, report_dir: Path | None = None, title: str = "eval",
                    print_table: bool = True) -> dict[str, Any]:
     """Generate, score, write the report, print the table. Used by `eval --model` and after training."""
-    s, e = recipe.data.schema, recipe.eval
+    e = recipe.eval
     outputs = generate_sql(
-        model, tokenizer, examples, example_values=s.example_values, max_value_chars=s.max_value_chars,
-        system_prompt=recipe.data.system_prompt, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
+        model, tokenizer, examples, schema=recipe.data.schema, system_prompt=recipe.data.system_prompt, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
     )
     with SQLExecutor(workers=e.workers, timeout=e.timeout) as ex:
         rows = score_predictions(

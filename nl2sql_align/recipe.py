@@ -37,6 +37,10 @@ class ModelSection:
 
 @dataclass
 class SchemaSection:
+    # "ddl": CREATE TABLE statements with keys and per-column comments (OmniSQL/DAIL-SQL; the default).
+    # "compact": one line per table, keys and foreign keys but no types: ~3x fewer tokens, for small models
+    # and CPU training.
+    format: Literal["ddl", "compact"] = "ddl"
     # Distinct example values shown in each column's comment (OmniSQL/DAIL-SQL style); 0 hides them.
     example_values: int = 3
     # Long strings are cut so one wide text column cannot blow up the prompt.

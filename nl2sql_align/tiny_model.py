@@ -23,10 +23,16 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# Qwen2's pre-tokenizer (transformers' Qwen2Tokenizer), and our training variant of it (see build_tokenizer).
+QWEN2_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+_TRAIN_SPLIT = QWEN2_SPLIT.replace(r"[^\r\n\p{L}\p{N}]?\p{L}+", r"[^\r\n\p{L}\p{N}]?\p{Ll}\p{L}*|\p{Lu}\p{L}*")
 
 SIZES = {
     # hidden, layers, heads, kv heads, intermediate
     "tiny": (192, 4, 4, 2, 512),
+    "small": (128, 4, 4, 2, 384),
     "micro": (64, 2, 2, 1, 128),  # for tests that only need a model that runs
 }
 
@@ -35,6 +41,7 @@ def training_corpus() -> list[str]:
     """Demo questions, gold SQL, the rendered schemas and the prompt wording."""
     from nl2sql_align.data import load_examples
     from nl2sql_align.data.prompts import DEFAULT_SYSTEM_PROMPT, build_messages, format_answer
+    from nl2sql_align.recipe import SchemaSection
 
     texts = []
     seen_db = set()
@@ -44,19 +51,33 @@ def training_corpus() -> list[str]:
             texts.append(format_answer(ex.sql))
             if ex.db_id not in seen_db:
                 seen_db.add(ex.db_id)
-                for msg in build_messages(ex):
-                    texts.append(msg["content"])
+                for schema in (SchemaSection(), SchemaSection(format="compact", example_values=0)):
+                    for msg in build_messages(ex, schema):
+                        texts.append(msg["content"])
     for engine in ("SQLite", "DuckDB"):
         texts.append(DEFAULT_SYSTEM_PROMPT.replace("{engine}", engine))
     return texts
 
 
 def build_tokenizer(vocab_size: int = 2048):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Qwen2 models load their tokenizer as Qwen2Tokenizer, which applies Qwen2's own pre-tokenizer regex
+    # whatever tokenizer.json says; the BPE merges are ours. So we train the merges on the same regex, with
+    # one change: a Capitalised word never absorbs the character before it. A value then gets the same token
+    # in the question (" Dublin" -> "Ġ", "Dublin") and in the SQL ("'Dublin'" -> "'", "Dublin", "'"), so
+    # copying it is an identity through the tied embeddings, which a tiny model trained from scratch learns
+    # quickly, instead of a mapping per value that never generalises to values unseen in training.
+    # Lower-case words keep their leading space (" customers"): they are most of the text and this keeps
+    # prompts short. Digits are single tokens, as in Qwen2.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_TRAIN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -65,6 +86,14 @@ def build_tokenizer(vocab_size: int = 2048):
         show_progress=False,
     )
     tok.train_from_iterator(training_corpus(), trainer=trainer)
+    # At run time Qwen2Tokenizer splits with its own regex; set it here too so that the tokenizer.json is
+    # what every loader sees.
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",

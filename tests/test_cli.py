@@ -128,3 +128,17 @@ def test_eval_model_generates_and_reports(tiny_model_dir: Path, tmp_path: Path):
     assert len(rows) == 4 and all("output" in r for r in rows)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["n"] == 4 and 0.0 <= summary["ex"] <= 100.0
+
+
+def test_demo_command_runs_end_to_end_on_a_few_steps(tmp_path: Path):
+    p = cli(
+        "demo", "--model-dir", str(tmp_path / "model"),
+        "--set", f"output_dir={tmp_path / 'demo' / 'sft'}",
+        "--set", "train.max_steps=2", "--set", "data.train_limit=16", "--set", "data.eval_limit=4",
+        "--set", "eval.max_new_tokens=8",
+    )
+    assert "EX before" in p.stdout and "after SFT" in p.stdout
+    after = json.loads((tmp_path / "demo" / "sft" / "eval" / "summary.json").read_text())
+    before = json.loads((tmp_path / "demo" / "eval-before" / "summary.json").read_text())
+    assert after["n"] == before["n"] == 4
+    assert (tmp_path / "model" / "tiny_model.json").is_file()

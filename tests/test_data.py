@@ -176,6 +176,19 @@ def test_schema_text_on_a_spider_database(spider_db):
     assert "examples" not in schema_text(db, example_values=0)
 
 
+def test_compact_schema_keeps_keys_and_references(spider_db):
+    from nl2sql_align.sql import Database
+
+    text = schema_text(Database.from_path(str(spider_db)), example_values=1, format="compact")
+    lines = text.splitlines()
+    assert len(lines) == 4 and lines[0].startswith("Table stadium: Stadium_ID (primary key)")
+    assert "Stadium_ID -> stadium.Stadium_ID" in text
+    assert "Singer_ID (primary key) -> singer.Singer_ID" in text  # part of a composite key and a foreign key
+    assert "Country (e.g. 'Netherlands')" in text
+    db = Database.from_path(str(spider_db))
+    assert len(schema_text(db, 0, format="compact")) < 0.6 * len(schema_text(db, 0))
+
+
 def test_schema_text_on_duckdb_demo_database():
     ex = load_examples("demo:dev", limit=1)[0]
     text = schema_text(ex.db, example_values=1)

@@ -40,7 +40,8 @@ def _losses(out: Path) -> list[float]:
 def _assert_learned(out: Path) -> None:
     losses = _losses(out)
     assert len(losses) >= 6
-    assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2, losses
+    # A step that changed nothing would leave the loss flat (within a few percent of noise).
+    assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2, losses
 
 
 def _assert_outputs(out: Path) -> None:

@@ -6,6 +6,7 @@ import re
 
 from nl2sql_align.data.example import Example
 from nl2sql_align.data.schema import schema_text
+from nl2sql_align.recipe import SchemaSection
 
 _ENGINE_NAMES = {"sqlite": "SQLite", "duckdb": "DuckDB"}
 
@@ -15,16 +16,12 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-def build_messages(
-    ex: Example,
-    example_values: int = 3,
-    max_value_chars: int = 40,
-    system_prompt: str | None = None,
-) -> list[dict[str, str]]:
+def build_messages(ex: Example, schema: SchemaSection | None = None, system_prompt: str | None = None) -> list[dict[str, str]]:
     """System + user messages. BIRD evidence goes before the question, as the benchmark's own prompts do."""
+    s = schema or SchemaSection()
     engine = _ENGINE_NAMES.get(ex.db.engine, ex.db.engine)
     system = (system_prompt or DEFAULT_SYSTEM_PROMPT).replace("{engine}", engine)
-    parts = ["Database schema:", schema_text(ex.db, example_values, max_value_chars), ""]
+    parts = ["Database schema:", schema_text(ex.db, s.example_values, s.max_value_chars, s.format), ""]
     if ex.evidence:
         parts += [f"External knowledge: {ex.evidence}", ""]
     parts.append(f"Question: {ex.question}")

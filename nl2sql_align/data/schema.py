@@ -35,13 +35,15 @@ class Table:
     foreign_keys: list[tuple[list[str], str, list[str]]]  # (columns, referenced table, referenced columns)
 
 
-def schema_text(db: Database, example_values: int = 3, max_value_chars: int = 40) -> str:
-    return _schema_text(db.path, db.engine, example_values, max_value_chars)
+def schema_text(db: Database, example_values: int = 3, max_value_chars: int = 40, format: str = "ddl") -> str:
+    return _schema_text(db.path, db.engine, example_values, max_value_chars, format)
 
 
 @lru_cache(maxsize=256)
-def _schema_text(path: str, engine: str, example_values: int, max_value_chars: int) -> str:
+def _schema_text(path: str, engine: str, example_values: int, max_value_chars: int, format: str) -> str:
     tables = read_schema(Database(path, engine), example_values)
+    if format == "compact":
+        return "\n".join(render_compact(t, max_value_chars) for t in tables)
     return "\n\n".join(render_table(t, max_value_chars) for t in tables)
 
 
@@ -182,3 +184,22 @@ def render_table(t: Table, max_value_chars: int = 40) -> str:
         out.append(line + ("," if len(lines) + j < n - 1 else ""))
     out.append(");")
     return "\n".join(out)
+
+
+def render_compact(t: Table, max_value_chars: int = 40) -> str:
+    """`Table orders: id (primary key), customer_id -> customers.id, status (e.g. 'paid')`."""
+    refs = {}
+    for cols, ref, ref_cols in t.foreign_keys:
+        for c, rc in zip(cols, ref_cols, strict=False):
+            refs[c] = f"{_ident(ref)}.{_ident(rc)}" if rc else _ident(ref)
+    parts = []
+    for c in t.columns:
+        part = _ident(c.name)
+        if c.primary_key:
+            part += " (primary key)"
+        if c.name in refs:
+            part += f" -> {refs[c.name]}"
+        if c.examples:
+            part += f" (e.g. {', '.join(_literal(v, max_value_chars) for v in c.examples)})"
+        parts.append(part)
+    return f"Table {_ident(t.name)}: {', '.join(parts)}"

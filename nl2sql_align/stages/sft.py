@@ -19,10 +19,9 @@ TRAIN_DEFAULTS = {
 def sft_rows(examples, recipe: Recipe) -> list[dict]:
     from nl2sql_align.data import build_messages, format_answer
 
-    s = recipe.data.schema
     return [
         {
-            "prompt": build_messages(ex, s.example_values, s.max_value_chars, recipe.data.system_prompt),
+            "prompt": build_messages(ex, recipe.data.schema, recipe.data.system_prompt),
             "completion": [{"role": "assistant", "content": format_answer(ex.sql)}],
         }
         for ex in examples
