@@ -229,55 +229,38 @@ def _split_file(root: Path, default: str, benchmark: str) -> tuple[Path, Path]:
 
 def _load_spider(root: Path) -> list[Example]:
     split, base = _split_file(root, "dev.json", "spider")
-    db_root = base / "database"
-    records = _read_json_list(split)
-    dbs = _DbCache(db_root, base)
-    out = []
-    for i, rec in enumerate(records):
-        where = f"{split}: record {i}"
-        try:
-            question, sql, db_id = rec["question"], rec["query"], rec["db_id"]
-        except (KeyError, TypeError):
-            raise DataError(f"{where}: a Spider record needs question, query and db_id") from None
-        database, _ = dbs.get(db_id, where)
-        out.append(
-            Example(
-                id=f"{split.stem}-{i}",
-                question=question.strip(),
-                sql=sql.strip(),
-                db=database,
-                db_id=db_id,
-                hardness=rec.get("hardness"),
-                dialect="sqlite",
-                source=where,
-            )
-        )
-    return out
+    return _benchmark_examples(split, base / "database", base, "Spider", sql_key="query", id_key=None)
 
 
 def _load_bird(root: Path) -> list[Example]:
     split, base = _split_file(root, "dev.json", "bird")
     candidates = [base / f"{split.stem}_databases", base / "dev_databases", base / "train_databases"]
     db_root = next((c for c in candidates if c.is_dir()), candidates[0])
-    records = _read_json_list(split)
+    return _benchmark_examples(split, db_root, base, "BIRD", sql_key="SQL", id_key="question_id")
+
+
+def _benchmark_examples(
+    split: Path, db_root: Path, base: Path, name: str, sql_key: str, id_key: str | None
+) -> list[Example]:
+    """Spider and BIRD records differ only in field names; both gold sets are SQLite SQL."""
     dbs = _DbCache(db_root, base)
     out = []
-    for i, rec in enumerate(records):
+    for i, rec in enumerate(_read_json_list(split)):
         where = f"{split}: record {i}"
         try:
-            question, sql, db_id = rec["question"], rec["SQL"], rec["db_id"]
+            question, sql, db_id = rec["question"], rec[sql_key], rec["db_id"]
         except (KeyError, TypeError):
-            raise DataError(f"{where}: a BIRD record needs question, SQL and db_id") from None
+            raise DataError(f"{where}: a {name} record needs question, {sql_key} and db_id") from None
         database, _ = dbs.get(db_id, where)
         out.append(
             Example(
-                id=str(rec.get("question_id", f"{split.stem}-{i}")),
+                id=str(rec[id_key]) if id_key and id_key in rec else f"{split.stem}-{i}",
                 question=question.strip(),
                 sql=sql.strip(),
                 db=database,
                 db_id=db_id,
                 evidence=(rec.get("evidence") or "").strip(),
-                hardness=rec.get("difficulty"),
+                hardness=rec.get("hardness") or rec.get("difficulty"),
                 dialect="sqlite",
                 source=where,
             )
