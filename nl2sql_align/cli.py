@@ -142,12 +142,10 @@ def eval_(
     outputs = None
     if model is not None:
         from nl2sql_align.data import extract_sql
-        from nl2sql_align.evaluate import generate_sql, load_model_for_eval
+        from nl2sql_align.evaluate import generate_for_recipe, load_model_for_eval
 
         m, tok = load_model_for_eval(model)
-        outputs = generate_sql(
-            m, tok, examples, schema=r.data.schema, system_prompt=r.data.system_prompt, max_new_tokens=r.eval.max_new_tokens, batch_size=r.eval.batch_size,
-        )
+        outputs = generate_for_recipe(m, tok, examples, r)
         preds = [extract_sql(o) for o in outputs]
     else:
         preds = read_predictions(predictions, len(examples))

@@ -72,6 +72,19 @@ def generate_sql(
     return outputs
 
 
+def generate_for_recipe(model, tokenizer, examples: list[Example], recipe) -> list[str]:
+    """`generate_sql` with the prompt and generation settings of a recipe ([data] and [eval])."""
+    return generate_sql(
+        model,
+        tokenizer,
+        examples,
+        schema=recipe.data.schema,
+        system_prompt=recipe.data.system_prompt,
+        max_new_tokens=recipe.eval.max_new_tokens,
+        batch_size=recipe.eval.batch_size,
+    )
+
+
 def load_model_for_eval(model_dir: str):
     """A full model or a PEFT adapter directory (the base model is named in adapter_config.json)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -99,7 +112,7 @@ def gold_results(
     examples: list[Example], executor: SQLExecutor, keep_distinct: bool = False, metric: str = "spider"
 ) -> tuple[list[ExecResult], list[str]]:
     """Execute each distinct (database, gold SQL) once. Returns results aligned with examples, and the errors."""
-    keys = [(ex.db, _gold_sql(ex.sql, keep_distinct, metric), ex.dialect) for ex in examples]
+    keys = [(ex.db, _as_scored(ex.sql, keep_distinct, metric), ex.dialect) for ex in examples]
     unique = list(dict.fromkeys(keys))
     results = executor.execute_many(unique, progress=len(unique) > 200)
     by_key = dict(zip(unique, results, strict=True))
@@ -112,8 +125,9 @@ def gold_results(
     return aligned, errors
 
 
-def _gold_sql(sql: str, keep_distinct: bool, metric: str) -> str:
-    # The Spider test-suite removes DISTINCT from both queries unless keep_distinct; BIRD runs them as written.
+def _as_scored(sql: str, keep_distinct: bool, metric: str) -> str:
+    """The query as the metric executes it, gold or predicted: the Spider test-suite removes DISTINCT from
+    both unless keep_distinct; BIRD runs them as written."""
     return sql if keep_distinct or metric != "spider" else remove_distinct(sql)
 
 
@@ -144,7 +158,7 @@ def score_predictions(
             )
         # pred_dialect: the dialect predictions are written in (None: each database's own); sqlglot transpiles.
         jobs = [
-            (ex.db, _gold_sql(p, keep_distinct, metric), pred_dialect) for ex, p in zip(examples, predictions, strict=True)
+            (ex.db, _as_scored(p, keep_distinct, metric), pred_dialect) for ex, p in zip(examples, predictions, strict=True)
         ]
         preds = executor.execute_many(jobs, progress=len(jobs) > 200)
     finally:
@@ -232,9 +246,7 @@ def evaluate_model(model, tokenizer, examples, recipe, report_dir: Path | None =
                    print_table: bool = True) -> dict[str, Any]:
     """Generate, score, write the report, print the table. Used by `eval --model` and after training."""
     e = recipe.eval
-    outputs = generate_sql(
-        model, tokenizer, examples, schema=recipe.data.schema, system_prompt=recipe.data.system_prompt, max_new_tokens=e.max_new_tokens, batch_size=e.batch_size,
-    )
+    outputs = generate_for_recipe(model, tokenizer, examples, recipe)
     with SQLExecutor(workers=e.workers, timeout=e.timeout) as ex:
         rows = score_predictions(
             examples, [extract_sql(o) for o in outputs], metric=e.metric, executor=ex, raw_outputs=outputs

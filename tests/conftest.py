@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,41 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def spider_db() -> Path:
     return SPIDER / "database" / "concert_singer" / "concert_singer.sqlite"
+
+
+def sqlite_to_duckdb(src: Path, dst: Path) -> None:
+    """Copy every table of a SQLite file into a new DuckDB file (here, since the sandbox forbids ATTACH)."""
+    import duckdb
+
+    source = sqlite3.connect(src)
+    target = duckdb.connect(str(dst))
+    try:
+        for (table,) in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            cursor = source.execute(f'SELECT * FROM "{table}"')
+            columns = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+            types = []
+            for i in range(len(columns)):
+                values = [r[i] for r in rows if r[i] is not None]
+                if all(isinstance(v, int) for v in values):
+                    types.append("BIGINT")
+                elif all(isinstance(v, (int, float)) for v in values):
+                    types.append("DOUBLE")
+                else:
+                    types.append("VARCHAR")
+            rows = [
+                tuple(
+                    str(v) if t == "VARCHAR" and v is not None else v for v, t in zip(r, types, strict=True)
+                )
+                for r in rows
+            ]
+            target.execute(
+                f'CREATE TABLE "{table}" ('
+                + ", ".join(f'"{c}" {t}' for c, t in zip(columns, types, strict=True))
+                + ")"
+            )
+            if rows:
+                target.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" * len(columns))})', rows)
+    finally:
+        target.close()
+        source.close()

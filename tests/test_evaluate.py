@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from nl2sql_align.data import load_examples
 from nl2sql_align.errors import DataError
 from nl2sql_align.evaluate import read_predictions, score_predictions, summarize
 from nl2sql_align.sql import SQLExecutor
-from tests.conftest import SPIDER
-
-
-def _sqlite_to_duckdb(src: Path, dst: Path) -> None:
-    """Copy every table's rows (types as DuckDB infers them from the SQLite declarations)."""
-    s = sqlite3.connect(src)
-    d = duckdb.connect(str(dst))
-    for (name,) in s.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-        cols = s.execute(f'PRAGMA table_info("{name}")').fetchall()
-        decl = ", ".join(f'"{c[1]}" {"BIGINT" if "int" in (c[2] or "").lower() else "VARCHAR"}' for c in cols)
-        d.execute(f'CREATE TABLE "{name}" ({decl})')
-        rows = s.execute(f'SELECT * FROM "{name}"').fetchall()
-        if rows:
-            d.executemany(f'INSERT INTO "{name}" VALUES ({", ".join("?" * len(cols))})', rows)
-    d.close()
-    s.close()
+from tests.conftest import SPIDER, sqlite_to_duckdb
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +22,7 @@ def executor():
 
 def test_sqlite_gold_runs_on_duckdb_through_transpilation(tmp_path: Path, executor):
     db = tmp_path / "concert_singer.duckdb"
-    _sqlite_to_duckdb(SPIDER / "database" / "concert_singer" / "concert_singer.sqlite", db)
+    sqlite_to_duckdb(SPIDER / "database" / "concert_singer" / "concert_singer.sqlite", db)
     spider = [e for e in load_examples(f"spider:{SPIDER}") if e.db_id == "concert_singer"]
     data = tmp_path / "cs.jsonl"
     data.write_text(
@@ -61,7 +44,7 @@ def test_sqlite_gold_runs_on_duckdb_through_transpilation(tmp_path: Path, execut
 
 def test_sqlite_only_syntax_needs_the_transpiler(tmp_path: Path, executor):
     db = tmp_path / "cs.duckdb"
-    _sqlite_to_duckdb(SPIDER / "database" / "concert_singer" / "concert_singer.sqlite", db)
+    sqlite_to_duckdb(SPIDER / "database" / "concert_singer" / "concert_singer.sqlite", db)
     from nl2sql_align.sql import Database
 
     sql = "SELECT count(*) FROM singer WHERE strftime('%Y', '2020-05-01') = '2020'"  # SQLite's argument order

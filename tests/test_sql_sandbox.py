@@ -10,7 +10,6 @@ import hashlib
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import pytest
 
 from nl2sql_align.sql import Database, SQLExecutor
 from nl2sql_align.sql.backends import open_backend
+from tests.conftest import sqlite_to_duckdb
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPIDER_DB = DATA / "spider_sample" / "database" / "concert_singer" / "concert_singer.sqlite"
@@ -39,44 +39,6 @@ UNINTERRUPTIBLE = {
     # printf loops 2e9 times in C; SQLITE_LIMIT_LENGTH (100 MB) keeps its memory bounded while it does.
     "sqlite": "SELECT count(printf('%.*c', 2000000000, 'a')) FROM singer",
 }
-
-
-def sqlite_to_duckdb(src: Path, dst: Path) -> None:
-    """Copy every table of a SQLite file into a new DuckDB file (here, since the sandbox forbids ATTACH)."""
-    import duckdb
-
-    source = sqlite3.connect(src)
-    target = duckdb.connect(str(dst))
-    try:
-        for (table,) in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-            cursor = source.execute(f'SELECT * FROM "{table}"')
-            columns = [d[0] for d in cursor.description]
-            rows = cursor.fetchall()
-            types = []
-            for i in range(len(columns)):
-                values = [r[i] for r in rows if r[i] is not None]
-                if all(isinstance(v, int) for v in values):
-                    types.append("BIGINT")
-                elif all(isinstance(v, (int, float)) for v in values):
-                    types.append("DOUBLE")
-                else:
-                    types.append("VARCHAR")
-            rows = [
-                tuple(
-                    str(v) if t == "VARCHAR" and v is not None else v for v, t in zip(r, types, strict=True)
-                )
-                for r in rows
-            ]
-            target.execute(
-                f'CREATE TABLE "{table}" ('
-                + ", ".join(f'"{c}" {t}' for c, t in zip(columns, types, strict=True))
-                + ")"
-            )
-            if rows:
-                target.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" * len(columns))})', rows)
-    finally:
-        target.close()
-        source.close()
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -16,7 +16,9 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-def build_messages(ex: Example, schema: SchemaSection | None = None, system_prompt: str | None = None) -> list[dict[str, str]]:
+def build_messages(
+    ex: Example, schema: SchemaSection | None = None, system_prompt: str | None = None
+) -> list[dict[str, str]]:
     """System + user messages. BIRD evidence goes before the question, as the benchmark's own prompts do."""
     s = schema or SchemaSection()
     engine = _ENGINE_NAMES.get(ex.db.engine, ex.db.engine)
