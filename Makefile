@@ -31,6 +31,7 @@ smoke: install
 
 bench: install
 	$(PY) scripts/measure_timeout.py
+	$(PY) scripts/bench_reward.py
 
 lint: install
 	$(VENV)/bin/ruff check nl2sql_align scripts tests

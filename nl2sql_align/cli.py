@@ -48,21 +48,49 @@ def sft(recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False)
 
 
 @app.command()
+def grpo(recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """GRPO (TRL GRPOTrainer) with execution rewards: [reward] picks components and weights (presets default,
+    sql-r1, arctic, skyrl, or your own function); usually starts from an sft output."""
+    from nl2sql_align.stages import grpo as stage
+
+    r = _stage_recipe(recipe, set_, stage.config_class())
+    out = stage.run(r, overwrite=overwrite)
+    typer.echo(f"grpo: wrote {out}")
+
+
+@app.command()
 def validate(
     recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
     stage: Annotated[str | None, typer.Option(help="Stage whose [train] keys to check (default: from the name).")] = None,
     set_: SetOpt = None,
+    num_processes: Annotated[int, typer.Option(help="Training processes the recipe will run on (batch arithmetic).")] = 1,
 ) -> None:
-    """Check a recipe (keys, types, data specs) without loading a model."""
+    """Check a recipe (keys, types, batch sizes, reward components, data and gold SQL) without loading a model."""
+    from functools import partial
+
     from nl2sql_align.recipe import load_recipe
 
     stage = stage or _guess_stage(recipe)
-    config_cls = _config_class(stage)
+    module = _stage_module(stage)
+    config_cls = module.config_class()
     r = load_recipe(recipe, set_, train_config_cls=config_cls)
     from nl2sql_align.stages.runner import make_train_args
 
-    make_train_args(config_cls, r, Path(r.output_dir or "out"), {}, validating=True)
+    check = getattr(module, "check_batch_sizes", None)
+    if stage == "grpo" and num_processes > 1 and not {"generation_batch_size", "steps_per_generation"} & set(r.train):
+        # GRPOConfig derives its generation batch from the processes of *this* run (one, here); state the
+        # batch N processes will form so that TRL checks the real plan.
+        merged = {**module.TRAIN_DEFAULTS, **r.train}
+        r.train["generation_batch_size"] = (
+            merged.get("per_device_train_batch_size", 8) * num_processes * merged.get("gradient_accumulation_steps", 1)
+        )
+    make_train_args(
+        config_cls, r, Path(r.output_dir or "out"), module.TRAIN_DEFAULTS, validating=True,
+        check=partial(check, num_processes=num_processes) if check else None,
+    )
     checks = [f"recipe keys and types ({stage}: [train] accepted by {config_cls.__name__})"]
+    if stage == "grpo":
+        checks += _check_rewards(r)
     if r.data.train and not r.data.train.startswith(("demo:",)):
         _check_data_spec(r.data.train, r)
         checks.append(f"data.train = {r.data.train}")
@@ -78,20 +106,44 @@ def validate(
     typer.echo(f"{recipe}: valid")
 
 
+STAGES = ("sft", "grpo")
+
+
 def _guess_stage(recipe: Path) -> str:
     name = recipe.stem.lower()
-    for stage in ("sft",):
+    for stage in STAGES:
         if stage in name.split("-") or name.endswith(stage):
             return stage
     return "sft"
 
 
-def _config_class(stage: str) -> type:
-    if stage == "sft":
-        from nl2sql_align.stages.sft import config_class
+def _stage_module(stage: str):
+    import importlib
 
-        return config_class()
-    raise UserError(f"unknown stage {stage!r}; stages available: sft")
+    if stage not in STAGES:
+        raise UserError(f"unknown stage {stage!r}; stages available: {', '.join(STAGES)}")
+    return importlib.import_module(f"nl2sql_align.stages.{stage}")
+
+
+def _check_rewards(r) -> list[str]:
+    """Reward components resolve; every gold query of data.train runs; hackable examples are reported."""
+    from nl2sql_align.data import load_examples
+    from nl2sql_align.rewards import build_reward_functions, engine_for, specs_for
+    from nl2sql_align.stages.grpo import audit_and_filter
+
+    specs = specs_for(r.reward)
+    build_reward_functions(specs, engine=None)
+    out = ["reward: " + " + ".join(f"{s.weight:g} x {s.name}" for s in specs)]
+    if r.data.train:
+        d = r.data
+        examples = load_examples(d.train, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=d.train_limit)
+        with engine_for(r.reward) as engine:
+            kept, audit = audit_and_filter(examples, r, engine)
+        out.append(
+            f"gold SQL of {len(examples)} training examples runs ({len(audit.empty)} empty results, "
+            f"{len(audit.trivial)} matched by trivial queries; {len(kept)} kept)"
+        )
+    return out
 
 
 def _check_data_spec(spec: str, r) -> None:

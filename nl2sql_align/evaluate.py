@@ -15,7 +15,7 @@ from typing import Any
 from nl2sql_align.data import Example, build_messages, extract_sql
 from nl2sql_align.errors import DataError, UserError
 from nl2sql_align.recipe import SchemaSection
-from nl2sql_align.sql import ExecResult, SQLExecutor, remove_distinct, results_match
+from nl2sql_align.sql import ExecResult, SQLExecutor, as_scored, results_match
 
 # ---------------------------------------------------------------------------------------------------------
 # Generation
@@ -112,7 +112,7 @@ def gold_results(
     examples: list[Example], executor: SQLExecutor, keep_distinct: bool = False, metric: str = "spider"
 ) -> tuple[list[ExecResult], list[str]]:
     """Execute each distinct (database, gold SQL) once. Returns results aligned with examples, and the errors."""
-    keys = [(ex.db, _as_scored(ex.sql, keep_distinct, metric), ex.dialect) for ex in examples]
+    keys = [(ex.db, as_scored(ex.sql, keep_distinct, metric), ex.dialect) for ex in examples]
     unique = list(dict.fromkeys(keys))
     results = executor.execute_many(unique, progress=len(unique) > 200)
     by_key = dict(zip(unique, results, strict=True))
@@ -123,12 +123,6 @@ def gold_results(
         if not r.ok
     ]
     return aligned, errors
-
-
-def _as_scored(sql: str, keep_distinct: bool, metric: str) -> str:
-    """The query as the metric executes it, gold or predicted: the Spider test-suite removes DISTINCT from
-    both unless keep_distinct; BIRD runs them as written."""
-    return sql if keep_distinct or metric != "spider" else remove_distinct(sql)
 
 
 def score_predictions(
@@ -158,7 +152,7 @@ def score_predictions(
             )
         # pred_dialect: the dialect predictions are written in (None: each database's own); sqlglot transpiles.
         jobs = [
-            (ex.db, _as_scored(p, keep_distinct, metric), pred_dialect) for ex, p in zip(examples, predictions, strict=True)
+            (ex.db, as_scored(p, keep_distinct, metric), pred_dialect) for ex, p in zip(examples, predictions, strict=True)
         ]
         preds = executor.execute_many(jobs, progress=len(jobs) > 200)
     finally:

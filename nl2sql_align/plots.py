@@ -22,7 +22,8 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
-    """One PNG per logged curve family: loss (train and eval), and every `rewards/*` / `reward*` series."""
+    """One PNG per logged curve family: loss (train and eval), every `rewards/*` / `reward*` series together,
+    and one per reward component (`reward_<name>.png`: components have different scales)."""
     rows = read_metrics(metrics_path)
     if not rows:
         return []
@@ -33,6 +34,9 @@ def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
         "loss": [k for k in ("loss", "eval_loss") if any(k in r for r in rows)],
         "rewards": sorted({k for r in rows for k in r if k.startswith(("reward", "rewards/")) and k.endswith("mean")}),
     }
+    for key in groups["rewards"]:
+        if key.startswith("rewards/"):
+            groups["reward_" + key.split("/")[1]] = [key]
     for name, keys in groups.items():
         if not keys:
             continue

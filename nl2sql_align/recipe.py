@@ -95,6 +95,40 @@ class EvalSection:
 
 
 @dataclass
+class RewardComponentSection:
+    # A built-in check (format, syntax, executable, execution, length) or a dotted path mypkg.rewards.fn
+    name: str = ""
+    weight: float = 1.0
+    # Built-ins: the value when the check passes / fails.
+    hit: float = 1.0
+    miss: float = 0.0
+    # Built-ins: score only when these checks passed, else "not scored" (None).
+    requires: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RewardSection:
+    """Execution rewards for grpo (and ppo): which components, and the sandbox that runs the SQL."""
+
+    # default | sql-r1 | arctic | skyrl (see nl2sql_align/rewards/functions.py); [[reward.components]] replaces it.
+    preset: Literal["default", "sql-r1", "arctic", "skyrl"] = "default"
+    components: list[RewardComponentSection] = field(default_factory=list)
+    metric: Literal["spider", "bird"] = "spider"
+    keep_distinct: bool = False
+    timeout: float = 5.0  # seconds per query; a query past it earns the component's miss value
+    workers: int | None = None  # SQL worker processes per training process; default: cores / processes
+    row_cap: int = 10_000
+    memory_mb: int = 2048  # address space each SQL worker may add for its queries
+    function_timeout: float = 60.0  # user reward functions: a call past this is abandoned (None rewards)
+    # Reward-hacking guards: leave out examples whose gold result is empty, or is matched by trivial queries
+    # that ignore the question (SELECT 0, SELECT COUNT(*) FROM t, ...). Both are reported either way.
+    drop_empty_gold: bool = False
+    drop_trivial_gold: bool = False
+    # Completions (with rewards and verdicts) sampled into completions.jsonl at every logging step.
+    log_completions: int = 8
+
+
+@dataclass
 class Recipe:
     output_dir: str = ""
     seed: int = 42
@@ -103,6 +137,7 @@ class Recipe:
     lora: LoraSection | None = None  # absent table = full fine-tune
     quantization: QuantizationSection | None = None  # absent table = no quantization
     eval: EvalSection = field(default_factory=EvalSection)
+    reward: RewardSection | None = None  # absent table = the default preset (stages that use rewards)
     # Passed to the stage's TRL config dataclass; validated against its fields.
     train: dict[str, Any] = field(default_factory=dict)
     # Where the recipe came from (not a TOML key).
@@ -352,7 +387,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, enum.Enum):
         return _toml_value(v.value)
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
     return _toml_value(str(v))
 
 

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import SPIDER
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["sft", "eval", "data", "validate", "demo"]
+COMMANDS = ["sft", "grpo", "eval", "data", "validate", "demo"]
 
 
 def cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -62,6 +62,21 @@ def test_validate_accepts_shipped_recipe_and_rejects_bad_one(tmp_path: Path):
     assert p.returncode == 2
     assert "unknown key 'train.num_train_epoch'; did you mean 'num_train_epochs'" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_validate_grpo_checks_rewards_gold_and_batch_arithmetic(tmp_path: Path):
+    p = cli("validate", "recipes/tiny-grpo.toml")
+    assert "grpo: [train] accepted by GRPOConfig" in p.stdout
+    assert "reward: 1 x execution + 1 x executable + 1 x format" in p.stdout
+    assert "gold SQL of 2739 training examples runs" in p.stdout
+    p = cli("validate", "recipes/tiny-grpo.toml", "--set", "train.num_generations=6", check=False)
+    assert p.returncode == 2
+    assert "set train.per_device_train_batch_size = 18" in p.stderr and "Traceback" not in p.stderr
+    # Three processes: 16 x 3 = 48 completions per generation batch, whole groups of 6.
+    p = cli("validate", "recipes/tiny-grpo.toml", "--num-processes", "3", "--set", "train.num_generations=6")
+    assert "valid" in p.stdout
+    p = cli("validate", "recipes/tiny-grpo.toml", "--set", 'reward.components=[{name="mypkg.nothing"}]', check=False)
+    assert p.returncode == 2 and "cannot import mypkg" in p.stderr
 
 
 def test_validate_checks_data(tmp_path: Path):

@@ -26,16 +26,27 @@ def test_recipes_folder_is_not_empty():
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_recipe_is_valid(path: Path, sft_config):
+def test_every_recipe_is_valid(path: Path):
+    from nl2sql_align.cli import _guess_stage, _stage_module
+
     text = path.read_text()
-    # Convention: a recipe opens with a comment holding its launch command.
+    # Convention: a recipe opens with a comment holding its launch command, which names the stage.
     assert text.startswith("# nl2sql-align "), f"{path} must start with its launch command"
-    r = load_recipe(path, train_config_cls=sft_config)
+    stage = _guess_stage(path)
+    assert text.split()[2] in (stage, "demo"), f"{path}: the launch command and the file name disagree on the stage"
+    module = _stage_module(stage)
+    config_cls = module.config_class()
+    r = load_recipe(path, train_config_cls=config_cls)
     assert r.output_dir and r.model.name_or_path
-    # The [train] table builds the real TRL config (no model is loaded).
+    # The [train] table builds the real TRL config (no model is loaded), with the stage's own checks.
     from nl2sql_align.stages.runner import make_train_args
 
-    args = make_train_args(sft_config, r, Path("/tmp/unused"), {}, validating=True)
+    check = getattr(module, "check_batch_sizes", None)
+    args = make_train_args(config_cls, r, Path("/tmp/unused"), module.TRAIN_DEFAULTS, validating=True, check=check)
+    if r.reward is not None:
+        from nl2sql_align.rewards import build_reward_functions, specs_for
+
+        build_reward_functions(specs_for(r.reward), engine=None)
     for key, value in r.train.items():
         # CPU machines drop GPU precision flags when validating; HF normalises report_to ("none" -> []).
         if key not in ("bf16", "fp16", "tf32", "report_to"):

@@ -13,6 +13,7 @@ comparisons. Never imports torch.
 
 from nl2sql_align.sql.backends import Database, ExecResult
 from nl2sql_align.sql.compare import (
+    as_scored,
     bird_exec_match,
     normalize_rows,
     results_match,
@@ -31,6 +32,7 @@ __all__ = [
     "Database",
     "ExecResult",
     "SQLExecutor",
+    "as_scored",
     "UnsafeSQLError",
     "bird_exec_match",
     "check_read_only",

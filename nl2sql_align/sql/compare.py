@@ -139,3 +139,11 @@ def results_match(gold_sql: str, gold_rows, pred_rows, metric: str = "spider") -
     if metric == "bird":
         return bird_exec_match(gold, pred)
     return spider_exec_match(gold, pred, order_matters="order by" in gold_sql.lower())
+
+
+def as_scored(sql: str, keep_distinct: bool = False, metric: str = "spider") -> str:
+    """The query as the metric executes it, gold or predicted: the Spider test-suite removes DISTINCT from
+    both unless keep_distinct; BIRD runs them as written."""
+    from nl2sql_align.sql.guard import remove_distinct
+
+    return sql if keep_distinct or metric != "spider" else remove_distinct(sql)

@@ -124,16 +124,26 @@ def load_tokenizer(recipe: Recipe):
 
 
 def make_train_args(
-    config_cls: type, recipe: Recipe, work_dir: Path, defaults: dict[str, Any], validating: bool = False
+    config_cls: type,
+    recipe: Recipe,
+    work_dir: Path,
+    defaults: dict[str, Any],
+    validating: bool = False,
+    check: Callable[[dict[str, Any]], str | None] | None = None,
 ):
     """Built-in defaults < recipe [train]; device-aware where TRL's defaults assume a GPU.
 
     With `validating`, GPU-only precision flags are dropped on a machine without a GPU, so that a GPU recipe
-    can be checked on a laptop."""
+    can be checked on a laptop. `check` (a stage's own rule over the merged values) returns a message that
+    says which keys to change, or None."""
     import torch
 
     values = dict(defaults)
     values.update(recipe.train)
+    if check is not None:
+        problem = check(values)
+        if problem:
+            raise RecipeError(f"{recipe.source}: {problem}")
     values["output_dir"] = str(work_dir)
     values["seed"] = recipe.seed
     if not torch.cuda.is_available():
@@ -184,6 +194,7 @@ def run_stage(
     *,
     overwrite: bool = False,
     train_defaults: dict[str, Any] | None = None,
+    check_train: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Path:
     """Train one stage end to end and publish its output directory. Returns the final output path."""
     from nl2sql_align.data import load_examples
@@ -200,7 +211,7 @@ def run_stage(
     )
     final, work = prepare_output_dir(recipe.output_dir, overwrite)
     try:
-        args = make_train_args(config_cls, recipe, work, train_defaults or {})
+        args = make_train_args(config_cls, recipe, work, train_defaults or {}, check=check_train)
         metrics = MetricsLogger(work / "metrics.jsonl")
         ctx = StageContext(
             recipe=recipe,
