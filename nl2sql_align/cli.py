@@ -237,6 +237,19 @@ def data_(
 
 
 @app.command()
+def merge(
+    adapter: Annotated[Path, typer.Option(help="A LoRA/QLoRA output folder (adapter_config.json names the base).")],
+    output: Annotated[Path, typer.Option(help="Folder for the merged model and tokenizer.")],
+    dtype: Annotated[str | None, typer.Option(help="dtype to load the base in (default: the training recipe's).")] = None,
+) -> None:
+    """Merge LoRA adapters into an unquantized copy of the base; the result loads with plain transformers."""
+    from nl2sql_align.merge import merge_adapter
+
+    out = merge_adapter(adapter, output, dtype)
+    typer.echo(f"merge: wrote {out}")
+
+
+@app.command()
 def demo(
     recipe: Annotated[Path, typer.Option(help="SFT recipe for the demo.")] = Path("recipes/tiny-sft.toml"),
     model_dir: Annotated[Path, typer.Option(help="Where the tiny model is built (reused if present).")] = Path(

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import SPIDER
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["sft", "grpo", "eval", "data", "validate", "demo"]
+COMMANDS = ["sft", "grpo", "eval", "data", "validate", "merge", "demo"]
 
 
 def cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -1,0 +1,47 @@
+"""Merge a LoRA/QLoRA adapter into its base model, so the result loads with plain transformers (and vLLM).
+
+The base is always reloaded unquantized (dtype from the adapter's training recipe when present, else the
+checkpoint's own): merging LoRA deltas into 4-bit weights would re-quantize them and lose the fine-tuning.
+The tokenizer, with its chat template, is taken from the adapter folder, where the stage saved it.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+from nl2sql_align.errors import UserError
+
+
+def _base_and_dtype(adapter: Path) -> tuple[str, str]:
+    cfg_path = adapter / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise UserError(f"{adapter}: no adapter_config.json; --adapter must be a LoRA output folder (a full model needs no merge)")
+    base = json.loads(cfg_path.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{cfg_path}: base_model_name_or_path is not set; cannot tell which model to merge into")
+    dtype = "auto"
+    resolved = adapter / "recipe.resolved.toml"
+    if resolved.is_file():
+        dtype = tomllib.loads(resolved.read_text()).get("model", {}).get("dtype", "auto")
+    return base, dtype
+
+
+def merge_adapter(adapter: str | Path, output: str | Path, dtype: str | None = None) -> Path:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    adapter, output = Path(adapter), Path(output)
+    base, recipe_dtype = _base_and_dtype(adapter)
+    if not Path(base).exists() and "/" not in base:
+        raise UserError(f"{adapter}: base model {base!r} (from adapter_config.json) is not a folder or a hub id")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or recipe_dtype)
+    except OSError as e:
+        raise UserError(f"{adapter}: cannot load its base model {base!r}: {str(e).splitlines()[0]}") from None
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    output.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(str(output))
+    AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(output))
+    return output
