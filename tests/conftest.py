@@ -35,6 +35,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / "micro", size="micro", vocab_size=1024)
 
 
+def stage_recipe(stage: str, model_dir: Path, out: Path, *overrides: str):
+    """The shipped recipes/tiny-<stage>.toml pointed at `model_dir` and `out`, with the stage's TRL config."""
+    import importlib
+
+    from nl2sql_align.recipe import load_recipe
+
+    module = importlib.import_module(f"nl2sql_align.stages.{stage}")
+    return load_recipe(
+        REPO / "recipes" / f"tiny-{stage}.toml",
+        [f"model.name_or_path={model_dir}", f"output_dir={out}", *overrides],
+        train_config_cls=module.config_class(),
+    )
+
+
 @pytest.fixture
 def spider_db() -> Path:
     return SPIDER / "database" / "concert_singer" / "concert_singer.sqlite"

@@ -16,14 +16,14 @@ from nl2sql_align.errors import DataError, RecipeError
 from nl2sql_align.recipe import load_recipe
 from nl2sql_align.rewards import RewardEngine
 from nl2sql_align.stages import grpo
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import stage_recipe
 
 
 def _recipe(model_dir: Path, out: Path, *extra: str):
-    overrides = [
-        f"model.name_or_path={model_dir}",
-        f"output_dir={out}",
+    return stage_recipe(
+        "grpo",
+        model_dir,
+        out,
         "data.train_limit=8",
         'data.eval=""',
         "train.max_steps=3",
@@ -34,8 +34,7 @@ def _recipe(model_dir: Path, out: Path, *extra: str):
         "train.learning_rate=1e-3",
         "reward.log_completions=3",
         *extra,
-    ]
-    return load_recipe(REPO / "recipes" / "tiny-grpo.toml", overrides, train_config_cls=grpo.config_class())
+    )
 
 
 # User reward functions that misbehave on one completion (see test_broken_reward_functions_do_not_stop_training).
@@ -177,36 +176,30 @@ def test_grpo_after_short_sft_raises_the_execution_reward(tiny_model_dir: Path, 
     data.write_text("".join(json.dumps({"question": q, "sql": s, "db": shop}) + "\n" for q, s in SUBSET))
     common = [f"data.train={data}", f"data.eval={data}", "eval.after_training=false"]
     warm = sft.run(
-        load_recipe(
-            REPO / "recipes" / "tiny-sft.toml",
-            [
-                f"model.name_or_path={tiny_model_dir}",
-                f"output_dir={tmp_path / 'sft'}",
-                *common,
-                "train.max_steps=70",
-                "train.per_device_train_batch_size=8",
-                "train.learning_rate=3e-3",
-                "train.lr_scheduler_type=constant",
-                "train.warmup_steps=0",
-            ],
-            train_config_cls=sft.config_class(),
+        stage_recipe(
+            "sft",
+            tiny_model_dir,
+            tmp_path / "sft",
+            *common,
+            "train.max_steps=70",
+            "train.per_device_train_batch_size=8",
+            "train.learning_rate=3e-3",
+            "train.lr_scheduler_type=constant",
+            "train.warmup_steps=0",
         )
     )
     out = grpo.run(
-        load_recipe(
-            REPO / "recipes" / "tiny-grpo.toml",
-            [
-                f"model.name_or_path={warm}",
-                f"output_dir={tmp_path / 'grpo'}",
-                *common,
-                "train.max_steps=20",
-                "train.num_generations=16",
-                "train.per_device_train_batch_size=128",  # every step samples the whole subset, 16 times
-                "train.max_completion_length=40",
-                "train.learning_rate=1e-3",
-                "train.logging_steps=1",
-            ],
-            train_config_cls=grpo.config_class(),
+        stage_recipe(
+            "grpo",
+            warm,
+            tmp_path / "grpo",
+            *common,
+            "train.max_steps=20",
+            "train.num_generations=16",
+            "train.per_device_train_batch_size=128",  # every step samples the whole subset, 16 times
+            "train.max_completion_length=40",
+            "train.learning_rate=1e-3",
+            "train.logging_steps=1",
         )
     )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -11,14 +11,14 @@ from safetensors.torch import load_file
 
 from nl2sql_align.recipe import load_recipe
 from nl2sql_align.stages import sft
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import stage_recipe
 
 
 def _recipe(model_dir: Path, out: Path, *extra: str):
-    overrides = [
-        f"model.name_or_path={model_dir}",
-        f"output_dir={out}",
+    return stage_recipe(
+        "sft",
+        model_dir,
+        out,
         "data.train_limit=16",
         "data.eval=\"\"",  # no eval after training
         "train.num_train_epochs=6",
@@ -28,8 +28,7 @@ def _recipe(model_dir: Path, out: Path, *extra: str):
         "train.warmup_steps=0",
         "train.lr_scheduler_type=constant",
         *extra,
-    ]
-    return load_recipe(REPO / "recipes" / "tiny-sft.toml", overrides, train_config_cls=sft.config_class())
+    )
 
 
 def _losses(out: Path) -> list[float]:

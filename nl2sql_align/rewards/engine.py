@@ -69,6 +69,7 @@ def completion_text(completion) -> str:
 class Verdict:
     """What the engine found out about one completion."""
 
+    text: str  # the completion as text
     sql: str  # the SQL extracted from the completion
     has_block: bool  # the answer is in a closed ```sql block
     parsed: bool  # sqlglot parses it as exactly one read-only query
@@ -234,6 +235,7 @@ class RewardEngine:
                 correct = match_cache[mk]
             verdicts.append(
                 Verdict(
+                    text=text,
                     sql=sql,
                     has_block=has_sql_block(text),
                     parsed=kind is None,

@@ -37,10 +37,10 @@ import importlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nl2sql_align.errors import RecipeError
-from nl2sql_align.rewards.engine import RewardEngine, Verdict, completion_text
+from nl2sql_align.rewards.engine import RewardEngine, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +111,9 @@ class SQLCheckReward:
             log_extra=kw.get("log_extra"),
             log_metric=kw.get("log_metric"),
         )
-        texts = [completion_text(c) for c in completions]
-        return [self.score(v, t) for v, t in zip(verdicts, texts, strict=True)]
+        return [self.score(v) for v in verdicts]
 
-    def score(self, v: Verdict, text: str = "") -> float | None:
+    def score(self, v: Verdict) -> float | None:
         if v.refused:
             return self.miss  # non-read SQL: the lowest value of every component
         if not v.gold_ok and self.check in ("execution", "length"):
@@ -122,7 +121,7 @@ class SQLCheckReward:
         if any(not v.passed(r) for r in self.requires):
             return None
         if self.check == "length":
-            return sql_r1_length_bonus(text, v.sql) * self.hit if v.correct else self.miss
+            return sql_r1_length_bonus(v.text, v.sql) * self.hit if v.correct else self.miss
         return self.hit if v.passed(self.check) else self.miss
 
     def __repr__(self) -> str:
@@ -166,7 +165,7 @@ class GuardedReward:
     fn: Callable
     timeout: float = 60.0
     failures: int = 0
-    abandoned: int = field(default=0)
+    abandoned: int = 0
     max_abandoned: int = 8  # hung threads we tolerate before giving up on per-completion retries
 
     def __post_init__(self):
@@ -176,8 +175,7 @@ class GuardedReward:
         n = len(completions)
         call_kw = dict(kw, prompts=prompts, completions=completions, completion_ids=completion_ids)
         try:
-            out = self._checked(call_kw, n)
-            return out
+            return self._checked(call_kw, n)
         except Exception as e:  # noqa: BLE001
             self._warn(f"failed on a batch of {n} ({type(e).__name__}: {e}); retrying one completion at a time")
         if self.abandoned >= self.max_abandoned:

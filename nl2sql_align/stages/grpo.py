@@ -20,6 +20,7 @@ from rich.console import Console
 
 from nl2sql_align.errors import DataError, RecipeError
 from nl2sql_align.recipe import Recipe
+from nl2sql_align.rewards.engine import completion_text
 from nl2sql_align.stages.runner import StageContext, run_stage
 
 TRAIN_DEFAULTS = {
@@ -99,7 +100,7 @@ def _completions_logger_class():
             with self.completions_path.open("a", encoding="utf-8") as f:
                 for i in idx:
                     row = {"step": self.state.global_step, "prompt": _question(self._logs["prompt"][i])}
-                    row["completion"] = _text(self._logs["completion"][i])
+                    row["completion"] = completion_text(self._logs["completion"][i])
                     row["rewards"] = {k: _num(v[i]) for k, v in self._logs["rewards"].items() if i < len(v)}
                     row["advantage"] = _num(self._logs["advantages"][i]) if i < len(self._logs["advantages"]) else None
                     for k, v in self._logs["extra"].items():
@@ -115,12 +116,6 @@ def _question(prompt) -> str:
         content = prompt[-1].get("content", "") if isinstance(prompt[-1], dict) else str(prompt[-1])
         return content.rsplit("Question: ", 1)[-1]
     return str(prompt)
-
-
-def _text(completion) -> str:
-    from nl2sql_align.rewards import completion_text
-
-    return completion_text(completion)
 
 
 def _num(v):
