@@ -31,31 +31,73 @@ SetOpt = Annotated[
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing output_dir once the new run completes.")]
 
 
-def _stage_recipe(recipe: Path | None, overrides: list[str] | None, config_cls: type):
-    from nl2sql_align.recipe import load_recipe
+def _train(stage: str, recipe: Path, overrides: list[str] | None, overwrite: bool) -> None:
+    from nl2sql_align.stages import load_stage_recipe, stage_module
 
-    return load_recipe(recipe, overrides, train_config_cls=config_cls)
+    r, _, _ = load_stage_recipe(stage, recipe, overrides)
+    out = stage_module(stage).run(r, overwrite=overwrite)
+    typer.echo(f"{stage}: wrote {out}")
 
 
 @app.command()
 def sft(recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Supervised fine-tuning (TRL SFTTrainer): full, LoRA or 4-bit QLoRA; loss on the SQL answer only."""
-    from nl2sql_align.stages import sft as stage
+    _train("sft", recipe, set_, overwrite)
 
-    r = _stage_recipe(recipe, set_, stage.config_class())
-    out = stage.run(r, overwrite=overwrite)
-    typer.echo(f"sft: wrote {out}")
+
+@app.command()
+def rm(recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Reward model (TRL RewardTrainer) on preference pairs from `pairs` or your own file; reports pairwise
+    accuracy on held-out pairs before and after training. `ppo` loads the result as its reward model."""
+    _train("rm", recipe, set_, overwrite)
+
+
+@app.command()
+def dpo(recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+    """Preference optimisation on pairs; [preference] method = dpo (TRL DPOTrainer, any train.loss_type:
+    sigmoid, ipo, hinge, ...), kto (TRL KTOTrainer on labelled completions), simpo or orpo (EXPERIMENTAL in
+    TRL 1.16: trl.experimental CPOTrainer / ORPOTrainer, API may change). Reports held-out log-prob margins."""
+    _train("dpo", recipe, set_, overwrite)
 
 
 @app.command()
 def grpo(recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
     """GRPO (TRL GRPOTrainer) with execution rewards: [reward] picks components and weights (presets default,
     sql-r1, arctic, skyrl, or your own function); usually starts from an sft output."""
-    from nl2sql_align.stages import grpo as stage
+    _train("grpo", recipe, set_, overwrite)
 
-    r = _stage_recipe(recipe, set_, stage.config_class())
-    out = stage.run(r, overwrite=overwrite)
-    typer.echo(f"grpo: wrote {out}")
+
+@app.command()
+def pairs(
+    model: Annotated[str | None, typer.Option(help="Model or adapter folder to sample from (default: the recipe's).")] = None,
+    data: Annotated[str | None, typer.Option(help="Questions with gold SQL (default: the recipe's data.train).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Folder for pairs.jsonl, unpaired.jsonl, samples.jsonl, summary.json.")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe: [pairs] sampling, [data] prompt, [reward] sandbox.")] = None,
+    set_: SetOpt = None,
+    samples: Annotated[int | None, typer.Option(help="Completions sampled per question (pairs.samples).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Mine preference pairs by execution: sample K answers per question, run them, pair correct with wrong."""
+    from nl2sql_align.data import load_examples
+    from nl2sql_align.pairs import run_pairs
+    from nl2sql_align.recipe import load_recipe
+
+    overrides = list(set_ or [])
+    if samples is not None:
+        overrides.append(f"pairs.samples={samples}")
+    if data is not None:
+        overrides.append(f'data.train="{data}"')
+    r = load_recipe(recipe, overrides)
+    model = model or r.model.name_or_path
+    if not model:
+        raise UserError("no model to sample from: pass --model DIR (an sft output) or set model.name_or_path")
+    if output is None:
+        raise UserError("pass --output DIR (where pairs.jsonl and unpaired.jsonl go)")
+    d = r.data
+    examples = load_examples(d.train, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=limit or d.train_limit)
+    run_pairs(model, examples, r, output, overwrite=overwrite)
+    typer.echo(f"pairs: wrote {output}")
 
 
 @app.command()
@@ -68,13 +110,12 @@ def validate(
     """Check a recipe (keys, types, batch sizes, reward components, data and gold SQL) without loading a model."""
     from functools import partial
 
-    from nl2sql_align.recipe import load_recipe
+    from nl2sql_align.stages import load_stage_recipe, stage_module
+    from nl2sql_align.stages.runner import make_train_args
 
     stage = stage or _guess_stage(recipe)
-    module = _stage_module(stage)
-    config_cls = module.config_class()
-    r = load_recipe(recipe, set_, train_config_cls=config_cls)
-    from nl2sql_align.stages.runner import make_train_args
+    module = stage_module(stage)
+    r, config_cls, defaults = load_stage_recipe(stage, recipe, set_)
 
     check = getattr(module, "check_batch_sizes", None)
     if stage == "grpo" and num_processes > 1 and not {"generation_batch_size", "steps_per_generation"} & set(r.train):
@@ -85,13 +126,15 @@ def validate(
             merged.get("per_device_train_batch_size", 8) * num_processes * merged.get("gradient_accumulation_steps", 1)
         )
     make_train_args(
-        config_cls, r, Path(r.output_dir or "out"), module.TRAIN_DEFAULTS, validating=True,
+        config_cls, r, Path(r.output_dir or "out"), defaults, validating=True,
         check=partial(check, num_processes=num_processes) if check else None,
     )
     checks = [f"recipe keys and types ({stage}: [train] accepted by {config_cls.__name__})"]
     if stage == "grpo":
         checks += _check_rewards(r)
-    if r.data.train and not r.data.train.startswith(("demo:",)):
+    if stage in ("rm", "dpo"):
+        checks += _check_preference_data(r)
+    elif r.data.train and not r.data.train.startswith(("demo:",)):
         _check_data_spec(r.data.train, r)
         checks.append(f"data.train = {r.data.train}")
     if r.data.eval and not r.data.eval.startswith(("demo:",)):
@@ -106,23 +149,27 @@ def validate(
     typer.echo(f"{recipe}: valid")
 
 
-STAGES = ("sft", "grpo")
+# Recipe file names that say which stage they are for (kto/simpo/orpo recipes run under `dpo`).
+_NAME_TO_STAGE = {"sft": "sft", "rm": "rm", "dpo": "dpo", "kto": "dpo", "simpo": "dpo", "orpo": "dpo", "grpo": "grpo"}
 
 
 def _guess_stage(recipe: Path) -> str:
-    name = recipe.stem.lower()
-    for stage in STAGES:
-        if stage in name.split("-") or name.endswith(stage):
-            return stage
+    parts = recipe.stem.lower().replace("_", "-").split("-")
+    for part in reversed(parts):
+        if part in _NAME_TO_STAGE:
+            return _NAME_TO_STAGE[part]
     return "sft"
 
 
-def _stage_module(stage: str):
-    import importlib
+def _check_preference_data(r) -> list[str]:
+    """Pairs files load (and their databases resolve) the way the stage will read them."""
+    from nl2sql_align.stages.preference import load_preference_data
 
-    if stage not in STAGES:
-        raise UserError(f"unknown stage {stage!r}; stages available: {', '.join(STAGES)}")
-    return importlib.import_module(f"nl2sql_align.stages.{stage}")
+    if not r.data.train:
+        raise UserError(f"{r.source}: data.train is not set (a pairs file from `nl2sql-align pairs`)")
+    train, evals, held = load_preference_data(r, generates=True)
+    kind = "pairs" if train[0].paired else "labelled completions"
+    return [f"data.train = {r.data.train} ({len(train)} {kind}, {len(held)} held out)"]
 
 
 def _check_rewards(r) -> list[str]:

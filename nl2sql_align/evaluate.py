@@ -33,9 +33,40 @@ def generate_sql(
     progress: bool = True,
 ) -> list[str]:
     """Greedy completions (raw text) for each example, in order."""
+    return [
+        outs[0]
+        for outs in sample_completions(
+            model, tokenizer, examples, schema=schema, system_prompt=system_prompt, max_new_tokens=max_new_tokens,
+            batch_size=batch_size, progress=progress,
+        )
+    ]
+
+
+def sample_completions(
+    model,
+    tokenizer,
+    examples: list[Example],
+    *,
+    num_samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    schema: SchemaSection | None = None,
+    system_prompt: str | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 16,
+    progress: bool = True,
+    seed: int | None = None,
+) -> list[list[str]]:
+    """`num_samples` completions (raw text) per example, in order; temperature 0 means greedy.
+
+    `batch_size` counts sequences, so a batch holds batch_size // num_samples prompts (at least one)."""
     import torch
     from rich.progress import Progress
 
+    if num_samples > 1 and temperature <= 0:
+        raise UserError(f"{num_samples} samples per question need a sampling temperature above 0")
+    if seed is not None:
+        torch.manual_seed(seed)
     tokenizer.padding_side = "left"  # decoder-only batching: pad on the left so generation continues the prompt
     prompts = [
         tokenizer.apply_chat_template(
@@ -45,27 +76,30 @@ def generate_sql(
     ]
     # Sorting by length wastes less compute on padding; results are put back in order.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    outputs: list[str] = [""] * len(prompts)
+    outputs: list[list[str]] = [[] for _ in prompts]
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+    per_batch = max(1, batch_size // num_samples)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     with Progress(disable=not progress, transient=True) as bar, torch.inference_mode():
-        task = bar.add_task("generating", total=len(prompts))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        task = bar.add_task("sampling" if num_samples > 1 else "generating", total=len(prompts))
+        for start in range(0, len(order), per_batch):
+            idx = order[start : start + per_batch]
             enc = tokenizer(
                 [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
             ).to(device)
             out = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
+                num_return_sequences=num_samples,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
+                **sampling,
             )
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            for i, text in zip(idx, texts, strict=True):
-                outputs[i] = text
+            for j, i in enumerate(idx):  # generate returns each prompt's samples consecutively
+                outputs[i] = texts[j * num_samples : (j + 1) * num_samples]
             bar.advance(task, len(idx))
     if was_training:
         model.train()

@@ -21,9 +21,14 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
+# Preference stages: DPO-family implicit-reward margins and accuracies, the reward model's pairwise ones.
+_PREFERENCE_KEYS = ("rewards/margins", "rewards/accuracies", "accuracy", "margin", "eval_accuracy", "eval_margin")
+
+
+def plot_training(metrics_path: Path, out_dir: Path, run_name: str | None = None) -> list[Path]:
     """One PNG per logged curve family: loss (train and eval), every `rewards/*` / `reward*` series together,
-    and one per reward component (`reward_<name>.png`: components have different scales)."""
+    one per reward component (`reward_<name>.png`: components have different scales), and the preference
+    margins/accuracies of rm and dpo (`preference.png`)."""
     rows = read_metrics(metrics_path)
     if not rows:
         return []
@@ -33,6 +38,7 @@ def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
     groups = {
         "loss": [k for k in ("loss", "eval_loss") if any(k in r for r in rows)],
         "rewards": sorted({k for r in rows for k in r if k.startswith(("reward", "rewards/")) and k.endswith("mean")}),
+        "preference": [k for k in _PREFERENCE_KEYS if any(k in r for r in rows)],
     }
     for key in groups["rewards"]:
         if key.startswith("rewards/"):
@@ -47,7 +53,7 @@ def plot_training(metrics_path: Path, out_dir: Path) -> list[Path]:
                 ax.plot(*zip(*pts, strict=True), marker="o", markersize=2, label=key)
         ax.set_xlabel("step")
         ax.set_ylabel(name)
-        ax.set_title(f"{name} ({metrics_path.parent.name})")
+        ax.set_title(f"{name} ({run_name or metrics_path.parent.name})")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()

@@ -63,6 +63,10 @@ class DataSection:
     # Replaces the built-in system prompt.
     system_prompt: str | None = None
     schema: SchemaSection = field(default_factory=SchemaSection)
+    # Preference stages (rm, dpo): held-out pairs for pairwise accuracy / log-probability margins, either a
+    # file (from `pairs` on another split) or a fraction of data.train's prompts held out (0 = none).
+    eval_pairs: str | None = None
+    holdout: float = 0.0
 
 
 @dataclass
@@ -129,6 +133,29 @@ class RewardSection:
 
 
 @dataclass
+class PairsSection:
+    """`nl2sql-align pairs`: how completions are sampled and turned into preference pairs."""
+
+    samples: int = 8  # completions sampled per question
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = None  # default: eval.max_new_tokens
+    batch_size: int = 64  # sequences per generate() call (prompts x samples)
+    # When no sample is correct, the gold SQL becomes the chosen answer (gold vs. the model's own mistake).
+    gold_fallback: bool = True
+    # Distinct (chosen, rejected) pairs kept per question; wrong results are rejected before errors.
+    max_pairs_per_prompt: int = 2
+
+
+@dataclass
+class PreferenceSection:
+    """The `dpo` command's method: dpo (TRL DPOTrainer; [train] loss_type picks sigmoid, ipo, hinge, ...),
+    kto (TRL KTOTrainer, on unpaired labels), simpo and orpo (TRL's experimental CPOTrainer / ORPOTrainer)."""
+
+    method: Literal["dpo", "kto", "simpo", "orpo"] = "dpo"
+
+
+@dataclass
 class Recipe:
     output_dir: str = ""
     seed: int = 42
@@ -138,6 +165,8 @@ class Recipe:
     quantization: QuantizationSection | None = None  # absent table = no quantization
     eval: EvalSection = field(default_factory=EvalSection)
     reward: RewardSection | None = None  # absent table = the default preset (stages that use rewards)
+    pairs: PairsSection = field(default_factory=PairsSection)
+    preference: PreferenceSection = field(default_factory=PreferenceSection)
     # Passed to the stage's TRL config dataclass; validated against its fields.
     train: dict[str, Any] = field(default_factory=dict)
     # Where the recipe came from (not a TOML key).
@@ -266,6 +295,8 @@ def _try_coerce(value: Any, tp: Any, source: str, key: str) -> tuple[bool, Any]:
             return True, _build(tp, value, source, key + ".")
         return False, None
     if origin in (list, tuple):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and typing.get_args(tp):
+            value = [value]  # loss_type = "ipo" means ["ipo"] (a list field given one value)
         if not isinstance(value, list):
             return False, None
         (item_tp, *_) = typing.get_args(tp) or (Any,)
@@ -325,6 +356,12 @@ def train_config_fields(config_cls: type) -> dict[str, Any]:
     except Exception:  # some annotations reference optional packages; fall back to the raw strings
         hints = {}
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(config_cls) if f.init}
+
+
+def validate_train(recipe: Recipe, config_cls: type) -> Recipe:
+    """Check [train] against a config class chosen after loading (e.g. from [preference] method)."""
+    recipe.train = _check_train(recipe.train, config_cls, recipe.source)
+    return recipe
 
 
 def _check_train(train: dict[str, Any], config_cls: type, source: str) -> dict[str, Any]:

@@ -37,16 +37,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 def stage_recipe(stage: str, model_dir: Path, out: Path, *overrides: str):
     """The shipped recipes/tiny-<stage>.toml pointed at `model_dir` and `out`, with the stage's TRL config."""
-    import importlib
+    from nl2sql_align.stages import load_stage_recipe
 
-    from nl2sql_align.recipe import load_recipe
-
-    module = importlib.import_module(f"nl2sql_align.stages.{stage}")
-    return load_recipe(
-        REPO / "recipes" / f"tiny-{stage}.toml",
-        [f"model.name_or_path={model_dir}", f"output_dir={out}", *overrides],
-        train_config_cls=module.config_class(),
+    recipe, _, _ = load_stage_recipe(
+        stage, REPO / "recipes" / f"tiny-{stage}.toml", [f"model.name_or_path={model_dir}", f"output_dir={out}", *overrides]
     )
+    return recipe
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import SPIDER
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["sft", "grpo", "eval", "data", "validate", "merge", "demo"]
+COMMANDS = ["sft", "rm", "dpo", "grpo", "pairs", "eval", "data", "validate", "merge", "demo"]
 
 
 def cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -77,6 +77,28 @@ def test_validate_grpo_checks_rewards_gold_and_batch_arithmetic(tmp_path: Path):
     assert "valid" in p.stdout
     p = cli("validate", "recipes/tiny-grpo.toml", "--set", 'reward.components=[{name="mypkg.nothing"}]', check=False)
     assert p.returncode == 2 and "cannot import mypkg" in p.stderr
+
+
+def test_pairs_then_validate_a_dpo_recipe_on_them(tiny_model_dir: Path, tmp_path: Path):
+    out = tmp_path / "pairs"
+    p = cli("pairs", "--model", str(tiny_model_dir), "--recipe", "recipes/tiny-dpo.toml", "--data", "demo:train",
+            "--limit", "6", "--samples", "2", "--set", "pairs.max_new_tokens=8", "--output", str(out))
+    assert "prompts with a pair" in p.stdout and (out / "pairs.jsonl").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["samples"] == 12 and summary["config"]["samples"] == 2
+    pairs = f"data.train={out}/pairs.jsonl"
+    p = cli("validate", "recipes/tiny-dpo.toml", "--set", pairs)
+    assert "dpo: [train] accepted by DPOConfig" in p.stdout
+    import re
+
+    n_train, n_held = map(int, re.search(r"\((\d+) pairs, (\d+) held out\)", p.stdout).groups())
+    assert n_train + n_held == summary["pairs"] and n_held > 0  # tiny-dpo.toml holds out 10% of the questions
+    p = cli("validate", "recipes/tiny-dpo.toml", "--set", pairs, "--set", "preference.method=orpo")
+    assert "accepted by ORPOConfig" in p.stdout
+    p = cli("validate", "recipes/tiny-rm.toml", "--set", f"data.train={out}/unpaired.jsonl")
+    assert "labelled completions" in p.stdout
+    again = cli("pairs", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "2", "--output", str(out), check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
 def test_validate_checks_data(tmp_path: Path):

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,10 @@ class StageContext:
     model: str  # a path or hub id; TRL loads it with args.model_init_kwargs
     peft_config: Any | None
     quantization_config: Any | None
-    train_examples: list
-    eval_examples: list
+    train_examples: list  # Examples, or PreferenceRecords for the preference stages
+    eval_examples: list  # Examples scored by execution after training (stages that generate)
     callbacks: list
+    eval_pairs: list = field(default_factory=list)  # held-out PreferenceRecords (rm, dpo)
 
 
 def resolved_command() -> str:
@@ -89,7 +90,7 @@ def build_quantization_config(recipe: Recipe):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def build_peft_config(recipe: Recipe):
+def build_peft_config(recipe: Recipe, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):
     if recipe.lora is None:
         if recipe.quantization is not None:
             raise RecipeError(
@@ -101,7 +102,8 @@ def build_peft_config(recipe: Recipe):
 
     lo = recipe.lora
     return LoraConfig(
-        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type="CAUSAL_LM"
+        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type=task_type,
+        modules_to_save=modules_to_save,
     )
 
 
@@ -195,20 +197,20 @@ def run_stage(
     overwrite: bool = False,
     train_defaults: dict[str, Any] | None = None,
     check_train: Callable[[dict[str, Any]], str | None] | None = None,
+    load_data: Callable[[Recipe], tuple[list, list, list]] | None = None,
+    heldout: Callable[[Any, StageContext], dict[str, float]] | None = None,
 ) -> Path:
-    """Train one stage end to end and publish its output directory. Returns the final output path."""
-    from nl2sql_align.data import load_examples
+    """Train one stage end to end and publish its output directory. Returns the final output path.
 
+    `load_data(recipe)` returns (train items, eval examples, held-out pairs); the default reads examples.
+    `heldout(trainer, ctx)` measures the model on held-out data before and after training (pairwise accuracy,
+    log-probability margins); both go to heldout.json and the model card."""
     if not recipe.model.name_or_path:
         raise RecipeError(f"{recipe.source}: model.name_or_path is not set")
     import transformers
 
     transformers.set_seed(recipe.seed)
-    d = recipe.data
-    train_examples = load_examples(d.train, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=d.train_limit)
-    eval_examples = (
-        load_examples(d.eval, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=d.eval_limit) if d.eval else []
-    )
+    train_examples, eval_examples, eval_pairs = (load_data or load_stage_examples)(recipe)
     final, work = prepare_output_dir(recipe.output_dir, overwrite)
     try:
         args = make_train_args(config_cls, recipe, work, train_defaults or {}, check=check_train)
@@ -223,18 +225,24 @@ def run_stage(
             train_examples=train_examples,
             eval_examples=eval_examples,
             callbacks=[metrics.make()],
+            eval_pairs=eval_pairs,
         )
         trainer = build_trainer(ctx)
+        measured = {"before": heldout(trainer, ctx)} if heldout else None
         started = time.time()
         trainer.train()
         train_seconds = time.time() - started
+        if heldout:
+            measured["after"] = heldout(trainer, ctx)
         if trainer.accelerator.is_main_process:
             trainer.save_model(str(work))
             ctx.tokenizer.save_pretrained(str(work))
             write_resolved(recipe, work / "recipe.resolved.toml", resolved_command())
             from nl2sql_align.plots import plot_training
 
-            plot_training(work / "metrics.jsonl", work / "plots")
+            plot_training(work / "metrics.jsonl", work / "plots", run_name=final.name)
+            if measured:
+                (work / "heldout.json").write_text(json.dumps(measured, indent=2) + "\n", encoding="utf-8")
             summary = None
             if eval_examples and recipe.eval.after_training:
                 from nl2sql_align.evaluate import evaluate_model
@@ -242,7 +250,7 @@ def run_stage(
                 summary = evaluate_model(
                     trainer.model, ctx.tokenizer, eval_examples, recipe, report_dir=work / "eval", title=f"{stage} eval"
                 )
-            write_model_card(work, stage, recipe, len(train_examples), train_seconds, summary)
+            write_model_card(work, final.name, stage, recipe, len(train_examples), train_seconds, summary, measured)
             publish(work, final)
         trainer.accelerator.wait_for_everyone()
         return final
@@ -251,13 +259,24 @@ def run_stage(
             shutil.rmtree(work, ignore_errors=True)
 
 
+def load_stage_examples(recipe: Recipe) -> tuple[list, list, list]:
+    from nl2sql_align.data import load_examples
+
+    d = recipe.data
+    train = load_examples(d.train, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=d.train_limit)
+    evals = load_examples(d.eval, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=d.eval_limit) if d.eval else []
+    return train, evals, []
+
+
 def write_model_card(
-    out: Path, stage: str, recipe: Recipe, n_train: int, seconds: float, summary: dict | None
+    out: Path, name: str, stage: str, recipe: Recipe, n_train: int, seconds: float, summary: dict | None,
+    measured: dict | None = None,
 ) -> None:
+    unit = "examples" if stage in ("sft", "grpo") else "preference records"
     lines = [
-        f"# {out.name}: {stage} on {recipe.data.train}",
+        f"# {name}: {stage} on {recipe.data.train}",
         "",
-        f"Trained by nl2sql-align `{stage}` from `{recipe.model.name_or_path}` on {n_train} examples in {seconds:.0f} s.",
+        f"Trained by nl2sql-align `{stage}` from `{recipe.model.name_or_path}` on {n_train} {unit} in {seconds:.0f} s.",
         "Mode: "
         + ("QLoRA" if recipe.quantization else "LoRA" if recipe.lora else "full fine-tune")
         + ". The exact settings are in `recipe.resolved.toml`; training logs in `metrics.jsonl`, curves in `plots/`.",
@@ -268,4 +287,8 @@ def write_model_card(
             f"Execution accuracy on {recipe.data.eval} ({summary['n']} examples, {summary['metric']} semantics): "
             f"**EX {summary['ex']:.1f}%**, executable {summary['executable']:.1f}%. Per example: `eval/per_example.jsonl`.",
         ]
+    if measured and measured["before"]:
+        lines += ["", "Held-out preference data (`heldout.json`):", ""]
+        for key in measured["before"]:
+            lines.append(f"- {key}: {measured['before'][key]:.4g} before, {measured['after'][key]:.4g} after training")
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

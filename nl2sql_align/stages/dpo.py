@@ -1,0 +1,148 @@
+"""Preference optimisation on execution-labelled pairs: DPO and its variants, chosen by [preference] method.
+
+- `dpo`   TRL DPOTrainer. [train] loss_type is any of TRL's (sigmoid, ipo, hinge, robust, bco_pair,
+          apo_zero, ...; a list mixes them with loss_weights), beta the KL strength. With [lora] TRL uses the
+          base with adapters disabled as the reference: one model in memory, not two.
+- `kto`   TRL KTOTrainer on labelled completions (unpaired.jsonl from `pairs`; a pairs file is split into
+          its chosen = desirable and rejected = undesirable halves).
+- `simpo` TRL's experimental CPOTrainer with loss_type = "simpo", cpo_alpha = 0 (SimPO: reference-free,
+          length-normalised; set simpo_gamma, beta in [train]).
+- `orpo`  TRL's experimental ORPOTrainer (odds-ratio penalty on top of SFT, reference-free).
+
+simpo and orpo live in `trl.experimental` in TRL 1.16: their API may change without notice, and they take no
+quantization_config argument (4-bit loading goes through model_init_kwargs here). Held-out pairs
+(data.eval_pairs or data.holdout) get their log-probability margin measured before and after training.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nl2sql_align.errors import DataError
+from nl2sql_align.recipe import Recipe
+from nl2sql_align.stages.preference import load_preference_data, policy_margins
+from nl2sql_align.stages.runner import StageContext, run_stage
+
+METHODS = ("dpo", "kto", "simpo", "orpo")
+EXPERIMENTAL = ("simpo", "orpo")
+
+TRAIN_DEFAULTS = {
+    "logging_steps": 10,
+    "save_strategy": "no",
+    "report_to": "none",
+    "max_length": 1024,
+}
+# What makes CPOTrainer SimPO (the paper's recipe: no SFT term, length-normalised reward).
+_METHOD_DEFAULTS = {"simpo": {"loss_type": "simpo", "cpo_alpha": 0.0}}
+
+
+# TRL's KTOConfig takes any string and fails mid-training on the others (TRL 1.16).
+KTO_LOSSES = ("kto", "apo_zero_unpaired")
+
+
+def check_train(method: str):
+    def check(values: dict) -> str | None:
+        if method == "kto" and values.get("loss_type", "kto") not in KTO_LOSSES:
+            return f"train.loss_type = {values['loss_type']!r} is not a KTO loss: choose one of {', '.join(KTO_LOSSES)}"
+        return None
+
+    return check
+
+
+def train_defaults(method: str = "dpo") -> dict:
+    return {**TRAIN_DEFAULTS, **_METHOD_DEFAULTS.get(method, {})}
+
+
+def config_class(method: str = "dpo"):
+    if method in EXPERIMENTAL:
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # documented in --help and the README instead
+    if method == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig
+    if method == "kto":
+        from trl import KTOConfig
+
+        return KTOConfig
+    if method == "simpo":
+        from trl.experimental.cpo import CPOConfig
+
+        return CPOConfig
+    if method == "orpo":
+        from trl.experimental.orpo import ORPOConfig
+
+        return ORPOConfig
+    raise DataError(f"unknown preference method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def _trainer_class(method: str):
+    if method == "dpo":
+        from trl import DPOTrainer
+
+        return DPOTrainer
+    if method == "kto":
+        from trl import KTOTrainer
+
+        return KTOTrainer
+    if method == "simpo":
+        from trl.experimental.cpo import CPOTrainer
+
+        return CPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
+
+    return ORPOTrainer
+
+
+def training_rows(records, method: str) -> list[dict]:
+    if method == "kto":
+        return [u.trl_row() for r in records for u in r.unpaired()]
+    if not records[0].paired:
+        raise DataError(
+            f"{records[0].source.rsplit(':', 1)[0]}: method {method!r} needs pairs (chosen/rejected); labelled "
+            "completions train with preference.method = \"kto\""
+        )
+    return [r.trl_row() for r in records]
+
+
+def _build(ctx: StageContext):
+    from datasets import Dataset
+
+    method = ctx.recipe.preference.method
+    rows = training_rows(ctx.train_examples, method)
+    if method == "kto" and not ({True, False} <= {r["label"] for r in rows}):
+        raise DataError(f"{ctx.recipe.data.train}: KTO needs both desirable and undesirable completions")
+    kwargs = dict(
+        model=ctx.model,
+        args=ctx.args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=ctx.tokenizer,
+        peft_config=ctx.peft_config,
+        callbacks=ctx.callbacks,
+    )
+    if method in EXPERIMENTAL:
+        if ctx.quantization_config is not None:
+            ctx.args.model_init_kwargs = {**(ctx.args.model_init_kwargs or {}), "quantization_config": ctx.quantization_config}
+    else:
+        kwargs["quantization_config"] = ctx.quantization_config
+    return _trainer_class(method)(**kwargs)
+
+
+def heldout_margins(trainer, ctx: StageContext) -> dict[str, float]:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    return policy_margins(model, ctx.tokenizer, ctx.eval_pairs)
+
+
+def run(recipe: Recipe, overwrite: bool = False) -> Path:
+    method = recipe.preference.method
+    return run_stage(
+        method,
+        recipe,
+        config_class(method),
+        _build,
+        overwrite=overwrite,
+        train_defaults=train_defaults(method),
+        check_train=check_train(method),
+        load_data=load_preference_data,
+        heldout=heldout_margins,
+    )
