@@ -29,49 +29,62 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override a recipe key, e.g. --set train.learning_rate=1e-6 (repeatable)."),
 ]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing output_dir once the new run completes.")]
+ResumeOpt = Annotated[
+    bool, typer.Option(help="Continue an interrupted run from its newest complete checkpoint (needs save_steps).")
+]
 
 
-def _train(stage: str, recipe: Path, overrides: list[str] | None, overwrite: bool) -> None:
+def _train(stage: str, recipe: Path, overrides: list[str] | None, overwrite: bool, resume: bool) -> None:
     from nl2sql_align.stages import load_stage_recipe, stage_module
 
     r, _, _ = load_stage_recipe(stage, recipe, overrides)
-    out = stage_module(stage).run(r, overwrite=overwrite)
+    out = stage_module(stage).run(r, overwrite=overwrite, resume=resume)
     typer.echo(f"{stage}: wrote {out}")
 
 
 @app.command()
-def sft(recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def sft(
+    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False
+) -> None:
     """Supervised fine-tuning (TRL SFTTrainer): full, LoRA or 4-bit QLoRA; loss on the SQL answer only."""
-    _train("sft", recipe, set_, overwrite)
+    _train("sft", recipe, set_, overwrite, resume)
 
 
 @app.command()
-def rm(recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def rm(
+    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False
+) -> None:
     """Reward model (TRL RewardTrainer) on preference pairs from `pairs` or your own file; reports pairwise
     accuracy on held-out pairs before and after training. `ppo` loads the result as its reward model."""
-    _train("rm", recipe, set_, overwrite)
+    _train("rm", recipe, set_, overwrite, resume)
 
 
 @app.command()
-def dpo(recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def dpo(
+    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False
+) -> None:
     """Preference optimisation on pairs; [preference] method = dpo (TRL DPOTrainer, any train.loss_type:
     sigmoid, ipo, hinge, ...), kto (TRL KTOTrainer on labelled completions), simpo or orpo (EXPERIMENTAL in
     TRL 1.16: trl.experimental CPOTrainer / ORPOTrainer, API may change). Reports held-out log-prob margins."""
-    _train("dpo", recipe, set_, overwrite)
+    _train("dpo", recipe, set_, overwrite, resume)
 
 
 @app.command()
-def grpo(recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def grpo(
+    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False
+) -> None:
     """GRPO (TRL GRPOTrainer) with execution rewards: [reward] picks components and weights (presets default,
     sql-r1, arctic, skyrl, or your own function); usually starts from an sft output."""
-    _train("grpo", recipe, set_, overwrite)
+    _train("grpo", recipe, set_, overwrite, resume)
 
 
 @app.command()
 def pairs(
     model: Annotated[str | None, typer.Option(help="Model or adapter folder to sample from (default: the recipe's).")] = None,
-    data: Annotated[str | None, typer.Option(help="Questions with gold SQL (default: the recipe's data.train).")] = None,
-    output: Annotated[Path | None, typer.Option(help="Folder for pairs.jsonl, unpaired.jsonl, samples.jsonl, summary.json.")] = None,
+    data: Annotated[str | None, typer.Option(help="Questions with gold SQL (default: the recipe's pairs.data).")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Folder for pairs.jsonl, unpaired.jsonl, samples.jsonl, summary.json (pairs.output).")
+    ] = None,
     recipe: Annotated[Path | None, typer.Option(help="Recipe: [pairs] sampling, [data] prompt, [reward] sandbox.")] = None,
     set_: SetOpt = None,
     samples: Annotated[int | None, typer.Option(help="Completions sampled per question (pairs.samples).")] = None,
@@ -86,16 +99,18 @@ def pairs(
     overrides = list(set_ or [])
     if samples is not None:
         overrides.append(f"pairs.samples={samples}")
-    if data is not None:
-        overrides.append(f'data.train="{data}"')
     r = load_recipe(recipe, overrides)
     model = model or r.model.name_or_path
+    data = data or r.pairs.data
+    output = output or (Path(r.pairs.output) if r.pairs.output else None)
     if not model:
         raise UserError("no model to sample from: pass --model DIR (an sft output) or set model.name_or_path")
+    if not data:
+        raise UserError("no questions to sample for: pass --data SPEC (e.g. demo:train) or set pairs.data")
     if output is None:
-        raise UserError("pass --output DIR (where pairs.jsonl and unpaired.jsonl go)")
+        raise UserError("pass --output DIR (where pairs.jsonl and unpaired.jsonl go) or set pairs.output")
     d = r.data
-    examples = load_examples(d.train, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=limit or d.train_limit)
+    examples = load_examples(data, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=limit)
     run_pairs(model, examples, r, output, overwrite=overwrite)
     typer.echo(f"pairs: wrote {output}")
 

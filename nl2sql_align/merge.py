@@ -35,11 +35,17 @@ def merge_adapter(adapter: str | Path, output: str | Path, dtype: str | None = N
     adapter, output = Path(adapter), Path(output)
     base, recipe_dtype = _base_and_dtype(adapter)
     if not Path(base).exists() and "/" not in base:
-        raise UserError(f"{adapter}: base model {base!r} (from adapter_config.json) is not a folder or a hub id")
+        raise UserError(
+            f"{adapter}: base model {base!r} (from adapter_config.json) is not a folder or a hub id; point "
+            "base_model_name_or_path in adapter_config.json at the base model's folder"
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or recipe_dtype)
     except OSError as e:
-        raise UserError(f"{adapter}: cannot load its base model {base!r}: {str(e).splitlines()[0]}") from None
+        raise UserError(
+            f"{adapter}: cannot load its base model {base!r}: {str(e).splitlines()[0]}. Point base_model_name_or_path "
+            "in adapter_config.json at the base model's folder (offline, a hub id must already be in the cache)"
+        ) from None
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     output.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(output))

@@ -189,7 +189,7 @@ def run_pairs(model_dir: str, examples: list[Example], recipe, output: Path, ove
     final, work = prepare_output_dir(str(output), overwrite)
     try:
         with engine_for(recipe.reward) as engine:
-            check_gold(examples, engine, recipe.data.train)  # before minutes of sampling, not after
+            check_gold(examples, engine, recipe.pairs.data or "the data")  # before minutes of sampling, not after
             model, tok = load_model_for_eval(model_dir)
             samples = sample_completions(
                 model, tok, examples, num_samples=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -201,12 +201,12 @@ def run_pairs(model_dir: str, examples: list[Example], recipe, output: Path, ove
             labelled = label_samples(examples, samples, engine)
         results = [mine_prompt(ex, vs, cfg) for ex, vs in zip(examples, labelled, strict=True)]
         summary = summarize(results)
-        write_outputs(results, summary, work, {"model": model_dir, "data": recipe.data.train, **asdict(cfg)})
+        write_outputs(results, summary, work, {**asdict(cfg), "model": model_dir, "questions": len(examples)})
         publish(work, final)
     finally:
         if work.exists():
             import shutil
 
             shutil.rmtree(work, ignore_errors=True)
-    print_summary(summary, f"pairs from {model_dir} on {recipe.data.train}")
+    print_summary(summary, f"pairs from {model_dir} ({len(examples)} questions)")
     return summary

@@ -136,6 +136,10 @@ class RewardSection:
 class PairsSection:
     """`nl2sql-align pairs`: how completions are sampled and turned into preference pairs."""
 
+    # Questions with gold SQL to sample for (a data spec), and where the pairs go: the same recipe then trains
+    # on them with data.train = "<output>/pairs.jsonl". --data / --output override these.
+    data: str = ""
+    output: str = ""
     samples: int = 8  # completions sampled per question
     temperature: float = 1.0
     top_p: float = 1.0

@@ -54,44 +54,32 @@ def train_defaults(method: str = "dpo") -> dict:
     return {**TRAIN_DEFAULTS, **_METHOD_DEFAULTS.get(method, {})}
 
 
-def config_class(method: str = "dpo"):
+# method -> (module, config class, trainer class)
+_CLASSES = {
+    "dpo": ("trl", "DPOConfig", "DPOTrainer"),
+    "kto": ("trl", "KTOConfig", "KTOTrainer"),
+    "simpo": ("trl.experimental.cpo", "CPOConfig", "CPOTrainer"),
+    "orpo": ("trl.experimental.orpo", "ORPOConfig", "ORPOTrainer"),
+}
+
+
+def _trl_class(method: str, which: int):
+    import importlib
+
+    if method not in _CLASSES:
+        raise DataError(f"unknown preference method {method!r}; choose one of {', '.join(METHODS)}")
     if method in EXPERIMENTAL:
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # documented in --help and the README instead
-    if method == "dpo":
-        from trl import DPOConfig
+    module, *names = _CLASSES[method]
+    return getattr(importlib.import_module(module), names[which])
 
-        return DPOConfig
-    if method == "kto":
-        from trl import KTOConfig
 
-        return KTOConfig
-    if method == "simpo":
-        from trl.experimental.cpo import CPOConfig
-
-        return CPOConfig
-    if method == "orpo":
-        from trl.experimental.orpo import ORPOConfig
-
-        return ORPOConfig
-    raise DataError(f"unknown preference method {method!r}; choose one of {', '.join(METHODS)}")
+def config_class(method: str = "dpo"):
+    return _trl_class(method, 0)
 
 
 def _trainer_class(method: str):
-    if method == "dpo":
-        from trl import DPOTrainer
-
-        return DPOTrainer
-    if method == "kto":
-        from trl import KTOTrainer
-
-        return KTOTrainer
-    if method == "simpo":
-        from trl.experimental.cpo import CPOTrainer
-
-        return CPOTrainer
-    from trl.experimental.orpo import ORPOTrainer
-
-    return ORPOTrainer
+    return _trl_class(method, 1)
 
 
 def training_rows(records, method: str) -> list[dict]:
@@ -133,7 +121,7 @@ def heldout_margins(trainer, ctx: StageContext) -> dict[str, float]:
     return policy_margins(model, ctx.tokenizer, ctx.eval_pairs)
 
 
-def run(recipe: Recipe, overwrite: bool = False) -> Path:
+def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
     method = recipe.preference.method
     return run_stage(
         method,
@@ -141,6 +129,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> Path:
         config_class(method),
         _build,
         overwrite=overwrite,
+            resume=resume,
         train_defaults=train_defaults(method),
         check_train=check_train(method),
         load_data=load_preference_data,

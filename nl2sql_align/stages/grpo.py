@@ -188,7 +188,7 @@ def _build_with(engine_holder: dict):
     return build
 
 
-def run(recipe: Recipe, overwrite: bool = False) -> Path:
+def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
     holder: dict = {}
     try:
         return run_stage(
@@ -197,6 +197,7 @@ def run(recipe: Recipe, overwrite: bool = False) -> Path:
             config_class(),
             _build_with(holder),
             overwrite=overwrite,
+            resume=resume,
             train_defaults=TRAIN_DEFAULTS,
             check_train=check_batch_sizes,
         )

@@ -63,8 +63,8 @@ def heldout_accuracy(trainer, ctx: StageContext) -> dict[str, float]:
     return {k.removeprefix("eval_"): float(v) for k, v in metrics.items() if k in ("eval_accuracy", "eval_margin", "eval_loss")}
 
 
-def run(recipe: Recipe, overwrite: bool = False) -> Path:
+def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
     return run_stage(
-        "rm", recipe, config_class(), _build, overwrite=overwrite, train_defaults=TRAIN_DEFAULTS, load_data=_load,
-        heldout=heldout_accuracy,
+        "rm", recipe, config_class(), _build, overwrite=overwrite, resume=resume, train_defaults=TRAIN_DEFAULTS,
+        load_data=_load, heldout=heldout_accuracy,
     )

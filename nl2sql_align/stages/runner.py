@@ -49,9 +49,61 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> tuple[Path, Path]:
     final = Path(output_dir)
     if final.exists() and any(final.iterdir()) and not overwrite:
         raise UserError(f"{final} already exists and is not empty; pass --overwrite to replace it once the new run completes")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    except OSError as e:
+        raise UserError(f"cannot create the output folder {final}: {e.strerror or e}; choose a writable folder") from None
     return final, work
+
+
+# A checkpoint counts as complete only once this marker exists: the Trainer writes checkpoint-N/ file by file, so
+# a kill mid-save leaves a folder that looks like a checkpoint but is not one.
+COMPLETE_MARKER = ".complete"
+
+
+def partial_dir(final: Path) -> Path:
+    """Where a training run works until it completes: stable, so that a killed run can be resumed."""
+    return final.parent / f".{final.name}.partial"
+
+
+def complete_checkpoints(work: Path) -> list[Path]:
+    found = [
+        p for p in work.glob("checkpoint-*")
+        if p.name.rsplit("-", 1)[-1].isdigit() and (p / COMPLETE_MARKER).is_file()
+    ]
+    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+
+
+def prepare_training_dir(output_dir: str, overwrite: bool, resume: bool) -> tuple[Path, Path, Path | None]:
+    """(final dir, work dir, checkpoint to resume from). The work dir is `.<name>.partial` beside the final one;
+    it becomes the final dir when training completes."""
+    if not output_dir:
+        raise RecipeError("output_dir is not set: add output_dir = \"out/...\" to the recipe or --set output_dir=...")
+    final = Path(output_dir)
+    work = partial_dir(final)
+    ckpts = complete_checkpoints(work) if work.is_dir() else []
+    if resume:
+        if not ckpts:
+            raise UserError(
+                f"--resume: no complete checkpoint in {work}. Checkpoints are written when [train] sets "
+                "save_strategy = \"steps\" and save_steps = N; without one, start the run again without --resume"
+            )
+        return final, work, ckpts[-1]
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise UserError(f"{final} already exists and is not empty; pass --overwrite to replace it once the new run completes")
+    if ckpts:
+        raise UserError(
+            f"{work} holds an interrupted run (newest complete checkpoint: {ckpts[-1].name}); pass --resume to "
+            "continue it, or delete that folder to start over"
+        )
+    try:
+        if work.exists():
+            shutil.rmtree(work)  # an earlier attempt that never reached a checkpoint: nothing to keep
+        work.mkdir(parents=True)
+    except OSError as e:
+        raise UserError(f"cannot create the output folder {work.parent}: {e.strerror or e}; choose a writable output_dir") from None
+    return final, work, None
 
 
 def publish(work: Path, final: Path) -> None:
@@ -188,6 +240,22 @@ class MetricsLogger:
         return _CB()
 
 
+def checkpoint_marker():
+    """A TrainerCallback that marks each checkpoint complete once the Trainer has finished writing it."""
+    from transformers import TrainerCallback
+
+    class _Marker(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                if ckpt.is_dir():
+                    tmp = ckpt / (COMPLETE_MARKER + ".tmp")
+                    tmp.write_text(json.dumps({"global_step": state.global_step}) + "\n", encoding="utf-8")
+                    os.replace(tmp, ckpt / COMPLETE_MARKER)
+
+    return _Marker()
+
+
 def run_stage(
     stage: str,
     recipe: Recipe,
@@ -199,19 +267,23 @@ def run_stage(
     check_train: Callable[[dict[str, Any]], str | None] | None = None,
     load_data: Callable[[Recipe], tuple[list, list, list]] | None = None,
     heldout: Callable[[Any, StageContext], dict[str, float]] | None = None,
+    resume: bool = False,
 ) -> Path:
     """Train one stage end to end and publish its output directory. Returns the final output path.
 
     `load_data(recipe)` returns (train items, eval examples, held-out pairs); the default reads examples.
     `heldout(trainer, ctx)` measures the model on held-out data before and after training (pairwise accuracy,
-    log-probability margins); both go to heldout.json and the model card."""
+    log-probability margins); both go to heldout.json and the model card.
+
+    Training happens in `.<output>.partial/`, renamed to the output when complete. If the run dies after writing
+    a checkpoint, that folder stays and `resume=True` continues from its newest complete checkpoint."""
     if not recipe.model.name_or_path:
         raise RecipeError(f"{recipe.source}: model.name_or_path is not set")
     import transformers
 
     transformers.set_seed(recipe.seed)
     train_examples, eval_examples, eval_pairs = (load_data or load_stage_examples)(recipe)
-    final, work = prepare_output_dir(recipe.output_dir, overwrite)
+    final, work, resume_from = prepare_training_dir(recipe.output_dir, overwrite, resume)
     try:
         args = make_train_args(config_cls, recipe, work, train_defaults or {}, check=check_train)
         metrics = MetricsLogger(work / "metrics.jsonl")
@@ -224,19 +296,23 @@ def run_stage(
             quantization_config=build_quantization_config(recipe),
             train_examples=train_examples,
             eval_examples=eval_examples,
-            callbacks=[metrics.make()],
+            callbacks=[metrics.make(), checkpoint_marker()],
             eval_pairs=eval_pairs,
         )
         trainer = build_trainer(ctx)
         measured = {"before": heldout(trainer, ctx)} if heldout else None
+        if resume_from is not None:
+            _truncate_metrics(work / "metrics.jsonl", int(resume_from.name.rsplit("-", 1)[-1]))
+            print(f"resuming from {resume_from} (global step {resume_from.name.rsplit('-', 1)[-1]})", file=sys.stderr)
         started = time.time()
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else args.resume_from_checkpoint)
         train_seconds = time.time() - started
         if heldout:
             measured["after"] = heldout(trainer, ctx)
         if trainer.accelerator.is_main_process:
             trainer.save_model(str(work))
             ctx.tokenizer.save_pretrained(str(work))
+            trainer.state.save_to_json(str(work / "trainer_state.json"))
             write_resolved(recipe, work / "recipe.resolved.toml", resolved_command())
             from nl2sql_align.plots import plot_training
 
@@ -255,8 +331,19 @@ def run_stage(
         trainer.accelerator.wait_for_everyone()
         return final
     finally:
-        if work.exists():
+        # A run that dies after a complete checkpoint keeps its folder for --resume; anything else is removed.
+        if work.exists() and not complete_checkpoints(work):
             shutil.rmtree(work, ignore_errors=True)
+        elif work.exists():
+            print(f"training stopped; {work} keeps its checkpoints: continue with --resume", file=sys.stderr)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop the rows a killed run logged after its last checkpoint: the resumed run logs those steps again."""
+    if path.is_file():
+        rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = [line for line in rows if json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def load_stage_examples(recipe: Recipe) -> tuple[list, list, list]:

@@ -50,5 +50,7 @@ def _build(ctx: StageContext):
     )
 
 
-def run(recipe: Recipe, overwrite: bool = False) -> Path:
-    return run_stage("sft", recipe, config_class(), _build, overwrite=overwrite, train_defaults=TRAIN_DEFAULTS)
+def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
+    return run_stage(
+        "sft", recipe, config_class(), _build, overwrite=overwrite, resume=resume, train_defaults=TRAIN_DEFAULTS
+    )
