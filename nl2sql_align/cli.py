@@ -34,48 +34,93 @@ ResumeOpt = Annotated[
 ]
 
 
-def _train(stage: str, recipe: Path, overrides: list[str] | None, overwrite: bool, resume: bool) -> None:
+ProcsOpt = Annotated[
+    int, typer.Option("--num-processes", help="Train on N processes: relaunches itself through `accelerate launch`.")
+]
+AccelOpt = Annotated[
+    Path | None,
+    typer.Option("--accelerate-config", help="Accelerate config (e.g. recipes/accelerate/zero3.yaml) for the relaunch."),
+]
+_LAUNCH_OPTIONS = ("--num-processes", "--accelerate-config")
+
+
+def _relaunch(num_processes: int, accelerate_config: Path | None) -> None:
+    """Run this same command under `accelerate launch` with N processes, then exit with its status."""
+    import subprocess
+
+    if os.environ.get("NL2SQL_ALIGN_LAUNCHED") or (num_processes <= 1 and accelerate_config is None):
+        return
+    if accelerate_config is not None and not accelerate_config.is_file():
+        raise UserError(f"--accelerate-config {accelerate_config}: no such file (see recipes/accelerate/)")
+    argv, skip = [], False
+    for arg in sys.argv[1:]:  # drop our launch options; everything else goes to each process unchanged
+        if skip:
+            skip = False
+        elif arg in _LAUNCH_OPTIONS:
+            skip = True
+        elif not arg.startswith(tuple(o + "=" for o in _LAUNCH_OPTIONS)):
+            argv.append(arg)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if accelerate_config is not None:
+        cmd += ["--config_file", str(accelerate_config)]
+    else:  # torchrun-style processes; on a machine without GPUs the stage sets use_cpu and they join over gloo
+        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if num_processes > 1:
+        cmd += ["--num_processes", str(num_processes)]
+    cmd += ["-m", "nl2sql_align", *argv]
+    raise typer.Exit(subprocess.call(cmd, env=dict(os.environ, NL2SQL_ALIGN_LAUNCHED="1")))
+
+
+def _train(
+    stage: str, recipe: Path, overrides: list[str] | None, overwrite: bool, resume: bool,
+    num_processes: int = 1, accelerate_config: Path | None = None,
+) -> None:
     from nl2sql_align.stages import load_stage_recipe, stage_module
 
-    r, _, _ = load_stage_recipe(stage, recipe, overrides)
+    r, _, _ = load_stage_recipe(stage, recipe, overrides)  # bad recipes fail here, before any process starts
+    _relaunch(num_processes, accelerate_config)
     out = stage_module(stage).run(r, overwrite=overwrite, resume=resume)
     typer.echo(f"{stage}: wrote {out}")
 
 
 @app.command()
 def sft(
-    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False
+    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False,
+    num_processes: ProcsOpt = 1, accelerate_config: AccelOpt = None,
 ) -> None:
     """Supervised fine-tuning (TRL SFTTrainer): full, LoRA or 4-bit QLoRA; loss on the SQL answer only."""
-    _train("sft", recipe, set_, overwrite, resume)
+    _train("sft", recipe, set_, overwrite, resume, num_processes, accelerate_config)
 
 
 @app.command()
 def rm(
-    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False
+    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False,
+    num_processes: ProcsOpt = 1, accelerate_config: AccelOpt = None,
 ) -> None:
     """Reward model (TRL RewardTrainer) on preference pairs from `pairs` or your own file; reports pairwise
     accuracy on held-out pairs before and after training. `ppo` loads the result as its reward model."""
-    _train("rm", recipe, set_, overwrite, resume)
+    _train("rm", recipe, set_, overwrite, resume, num_processes, accelerate_config)
 
 
 @app.command()
 def dpo(
-    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False
+    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False,
+    num_processes: ProcsOpt = 1, accelerate_config: AccelOpt = None,
 ) -> None:
     """Preference optimisation on pairs; [preference] method = dpo (TRL DPOTrainer, any train.loss_type:
     sigmoid, ipo, hinge, ...), kto (TRL KTOTrainer on labelled completions), simpo or orpo (EXPERIMENTAL in
     TRL 1.16: trl.experimental CPOTrainer / ORPOTrainer, API may change). Reports held-out log-prob margins."""
-    _train("dpo", recipe, set_, overwrite, resume)
+    _train("dpo", recipe, set_, overwrite, resume, num_processes, accelerate_config)
 
 
 @app.command()
 def grpo(
-    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False
+    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False,
+    num_processes: ProcsOpt = 1, accelerate_config: AccelOpt = None,
 ) -> None:
     """GRPO (TRL GRPOTrainer) with execution rewards: [reward] picks components and weights (presets default,
     sql-r1, arctic, skyrl, or your own function); usually starts from an sft output."""
-    _train("grpo", recipe, set_, overwrite, resume)
+    _train("grpo", recipe, set_, overwrite, resume, num_processes, accelerate_config)
 
 
 @app.command()

@@ -208,6 +208,9 @@ def make_train_args(
         if validating:
             values.pop("fp16", None)
             values.pop("tf32", None)
+        # Without this, Accelerate treats N CPU processes as N separate single-process runs; with it, they
+        # form one gloo process group (multi-process training on CPU, as the tests do).
+        values.setdefault("use_cpu", True)
     values.setdefault("model_init_kwargs", build_model_kwargs(recipe))
     try:
         return config_cls(**values)
@@ -238,6 +241,60 @@ class MetricsLogger:
                     f.write(json.dumps(row) + "\n")
 
         return _CB()
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun/accelerate launch (or a plain single process), before any process group exists."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+class BatchTrace:
+    """Diagnostics for multi-process runs, on when NL2SQL_ALIGN_TRACE_DIR is set: each rank writes
+    rank<k>.json with a fingerprint of every batch it trained on and of its final weights, so that one can check
+    that the ranks saw different data and ended with the same model."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.batches: list[str] = []
+
+    @classmethod
+    def install(cls, trainer) -> BatchTrace | None:
+        folder = os.environ.get("NL2SQL_ALIGN_TRACE_DIR")
+        if not folder:
+            return None
+        trace = cls(Path(folder))
+        step = trainer.training_step
+
+        def traced(model, inputs, *args, **kwargs):
+            if isinstance(inputs, dict) and "input_ids" in inputs:  # tokenized batches (sft, rm, dpo)
+                trace.batches.append(_fingerprint([inputs["input_ids"]]))
+            else:  # GRPO hands its raw rows (prompts, gold SQL) to training_step
+                import hashlib
+
+                trace.batches.append(hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()[:16])
+            return step(model, inputs, *args, **kwargs)
+
+        trainer.training_step = traced
+        return trace
+
+    def write(self, trainer) -> None:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        params = [p.detach() for _, p in sorted(model.named_parameters())]
+        rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank{rank}.json").write_text(json.dumps({
+            "rank": rank, "world_size": world, "global_step": trainer.state.global_step,
+            "batches": self.batches, "params": _fingerprint(params),
+        }) + "\n", encoding="utf-8")
+
+
+def _fingerprint(tensors) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def checkpoint_marker():
@@ -283,7 +340,14 @@ def run_stage(
 
     transformers.set_seed(recipe.seed)
     train_examples, eval_examples, eval_pairs = (load_data or load_stage_examples)(recipe)
-    final, work, resume_from = prepare_training_dir(recipe.output_dir, overwrite, resume)
+    main = is_main_process()
+    if main:
+        final, work, resume_from = prepare_training_dir(recipe.output_dir, overwrite, resume)
+    else:  # the main process prepares the folder; the others only need its name
+        final = Path(recipe.output_dir)
+        work = partial_dir(final)
+        ckpts = complete_checkpoints(work) if resume and work.is_dir() else []
+        resume_from = ckpts[-1] if ckpts else None
     try:
         args = make_train_args(config_cls, recipe, work, train_defaults or {}, check=check_train)
         metrics = MetricsLogger(work / "metrics.jsonl")
@@ -300,6 +364,7 @@ def run_stage(
             eval_pairs=eval_pairs,
         )
         trainer = build_trainer(ctx)
+        trace = BatchTrace.install(trainer)
         measured = {"before": heldout(trainer, ctx)} if heldout else None
         if resume_from is not None:
             _truncate_metrics(work / "metrics.jsonl", int(resume_from.name.rsplit("-", 1)[-1]))
@@ -328,11 +393,15 @@ def run_stage(
                 )
             write_model_card(work, final.name, stage, recipe, len(train_examples), train_seconds, summary, measured)
             publish(work, final)
+        if trace is not None:
+            trace.write(trainer)
         trainer.accelerator.wait_for_everyone()
         return final
     finally:
         # A run that dies after a complete checkpoint keeps its folder for --resume; anything else is removed.
-        if work.exists() and not complete_checkpoints(work):
+        if not main:
+            pass  # only the main process owns the folder
+        elif work.exists() and not complete_checkpoints(work):
             shutil.rmtree(work, ignore_errors=True)
         elif work.exists():
             print(f"training stopped; {work} keeps its checkpoints: continue with --resume", file=sys.stderr)
