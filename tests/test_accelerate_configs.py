@@ -5,8 +5,6 @@ built from them the way `accelerate launch` does (the ZeRO plugin only imports d
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.conftest import REPO
