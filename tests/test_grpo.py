@@ -208,3 +208,24 @@ def test_grpo_after_short_sft_raises_the_execution_reward(tiny_model_dir: Path, 
     first, last = sum(ex[:5]) / 5, sum(ex[-5:]) / 5
     # Measured here: 0.19 over the first five steps, 0.29 over the last five (seeded, CPU).
     assert last > first + 0.05, ex
+
+
+def test_grpo_qlora_trains_adapters_on_a_4bit_base(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
+    import bitsandbytes as bnb
+
+    seen = {}
+    original = grpo._build_with
+
+    def spy(holder):
+        build = original(holder)
+        return lambda ctx: seen.setdefault("trainer", build(ctx))
+
+    monkeypatch.setattr(grpo, "_build_with", spy)
+    out = tmp_path / "grpo-qlora"
+    grpo.run(_recipe(tiny_model_dir, out, "train.max_steps=2", "lora.r=8", "lora.alpha=16", "quantization.bits=4",
+                     "quantization.compute_dtype=float32", "train.learning_rate=1e-2",
+                     'reward.components=[{name="tests.test_grpo.raises_on_second"}]'))
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in seen["trainer"].model.modules()), "the base was not 4-bit"
+    adapters = load_file(str(out / "adapter_model.safetensors"))
+    lora_b = [v for k, v in adapters.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)

@@ -272,3 +272,21 @@ def test_preference_settings_are_checked(tiny_model_dir, micro_pairs, tmp_path):
     with pytest.raises(DataError, match="trains on pairs"):
         rm.run(_stage("rm", tiny_model_dir, tmp_path / "z", micro_pairs / "unpaired.jsonl", "data.holdout=0"))
     assert not any((tmp_path / n).exists() for n in "xyz")
+
+
+@pytest.mark.parametrize("stage", ["rm", "dpo"])
+def test_qlora_preference_stages_train_adapters_on_a_4bit_base(stage, tiny_model_dir, micro_pairs, tmp_path, monkeypatch):
+    import bitsandbytes as bnb
+
+    module = {"rm": rm, "dpo": dpo}[stage]
+    seen = {}
+    build = module._build
+    monkeypatch.setattr(module, "_build", lambda ctx: seen.setdefault("trainer", build(ctx)))
+    out = module.run(_stage(
+        stage, tiny_model_dir, tmp_path / stage, micro_pairs / "pairs.jsonl", "lora.r=8", "lora.alpha=16",
+        "quantization.bits=4", "quantization.compute_dtype=float32", "train.learning_rate=3e-3", "train.max_steps=3",
+    ))
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in seen["trainer"].model.modules()), "the base was not 4-bit"
+    adapters = load_file(str(out / "adapter_model.safetensors"))
+    lora_b = [v for k, v in adapters.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)

@@ -38,13 +38,14 @@ def _load(recipe: Recipe):
 
 
 def _build(ctx: StageContext):
+    import torch
     from datasets import Dataset
     from trl import RewardTrainer
 
     if ctx.recipe.lora is not None:
         ctx.peft_config = build_peft_config(ctx.recipe, task_type="SEQ_CLS", modules_to_save=["score"])
     held = [r for r in ctx.eval_pairs if r.paired]
-    return RewardTrainer(
+    trainer = RewardTrainer(
         model=ctx.model,
         args=ctx.args,
         train_dataset=Dataset.from_list([r.trl_row() for r in ctx.train_examples]),
@@ -54,6 +55,14 @@ def _build(ctx: StageContext):
         quantization_config=ctx.quantization_config,
         callbacks=ctx.callbacks,
     )
+    q = ctx.quantization_config
+    if q is not None and q.bnb_4bit_compute_dtype is not None and q.bnb_4bit_compute_dtype != torch.bfloat16:
+        # TRL casts the trainable parameters of a quantized model to bf16 (the QLoRA paper's choice); with another
+        # compute dtype the new score head would then meet hidden states of that dtype and fail. Keep them in it.
+        for param in trainer.model.parameters():
+            if param.requires_grad:
+                param.data = param.data.to(q.bnb_4bit_compute_dtype)
+    return trainer
 
 
 def heldout_accuracy(trainer, ctx: StageContext) -> dict[str, float]:

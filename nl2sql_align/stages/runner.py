@@ -297,6 +297,23 @@ def _fingerprint(tensors) -> str:
     return h.hexdigest()[:16]
 
 
+def restore_4bit_training_layout(model) -> None:
+    """Undo bitsandbytes' CPU inference packing before training continues.
+
+    On CPU, a Linear4bit forward in eval mode without gradients repacks its weight into an inference-only layout
+    and keeps it; a later training forward then takes the inference kernel and fails ("a view of a leaf Variable
+    ... in-place operation", bitsandbytes 0.50). Held-out measurements run before training, so they call this."""
+    try:
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if isinstance(module, Linear4bit) and getattr(state, "packing_format_for_cpu", False):
+            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(module.weight.data, state)
+
+
 def checkpoint_marker():
     """A TrainerCallback that marks each checkpoint complete once the Trainer has finished writing it."""
     from transformers import TrainerCallback
@@ -366,6 +383,8 @@ def run_stage(
         trainer = build_trainer(ctx)
         trace = BatchTrace.install(trainer)
         measured = {"before": heldout(trainer, ctx)} if heldout else None
+        if heldout and ctx.quantization_config is not None:
+            restore_4bit_training_layout(trainer.model)
         if resume_from is not None:
             _truncate_metrics(work / "metrics.jsonl", int(resume_from.name.rsplit("-", 1)[-1]))
             print(f"resuming from {resume_from} (global step {resume_from.name.rsplit('-', 1)[-1]})", file=sys.stderr)
