@@ -83,44 +83,41 @@ def _train(
     typer.echo(f"{stage}: wrote {out}")
 
 
-@app.command()
-def sft(
-    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False,
-    num_processes: ProcsOpt = 1, accelerate_config: AccelOpt = None,
-) -> None:
-    """Supervised fine-tuning (TRL SFTTrainer): full, LoRA or 4-bit QLoRA; loss on the SQL answer only."""
-    _train("sft", recipe, set_, overwrite, resume, num_processes, accelerate_config)
+# One command per training stage; they differ only in their help text.
+_STAGE_HELP = {
+    "sft": (
+        "Supervised fine-tuning (TRL SFTTrainer): full, LoRA or 4-bit QLoRA; loss on the SQL answer only."
+    ),
+    "rm": (
+        "Reward model (TRL RewardTrainer) on preference pairs from `pairs` or your own file; reports pairwise "
+        "accuracy on held-out pairs before and after training. `ppo` loads the result as its reward model."
+    ),
+    "dpo": (
+        "Preference optimisation on pairs; \\[preference] method = dpo (TRL DPOTrainer, any train.loss_type: "
+        "sigmoid, ipo, hinge, ...), kto (TRL KTOTrainer on labelled completions), simpo or orpo (EXPERIMENTAL "
+        "in TRL 1.16: trl.experimental CPOTrainer / ORPOTrainer, API may change). Reports held-out log-prob "
+        "margins."
+    ),
+    "grpo": (
+        "GRPO (TRL GRPOTrainer) with execution rewards: \\[reward] picks components and weights (presets "
+        "default, sql-r1, arctic, skyrl, or your own function); usually starts from an sft output."
+    ),
+}
 
 
-@app.command()
-def rm(
-    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False,
-    num_processes: ProcsOpt = 1, accelerate_config: AccelOpt = None,
-) -> None:
-    """Reward model (TRL RewardTrainer) on preference pairs from `pairs` or your own file; reports pairwise
-    accuracy on held-out pairs before and after training. `ppo` loads the result as its reward model."""
-    _train("rm", recipe, set_, overwrite, resume, num_processes, accelerate_config)
+def _register_stage(stage: str, help_text: str) -> None:
+    def command(
+        recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False,
+        num_processes: ProcsOpt = 1, accelerate_config: AccelOpt = None,
+    ) -> None:
+        _train(stage, recipe, set_, overwrite, resume, num_processes, accelerate_config)
+
+    command.__name__ = stage
+    app.command(stage, help=help_text)(command)
 
 
-@app.command()
-def dpo(
-    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False,
-    num_processes: ProcsOpt = 1, accelerate_config: AccelOpt = None,
-) -> None:
-    """Preference optimisation on pairs; [preference] method = dpo (TRL DPOTrainer, any train.loss_type:
-    sigmoid, ipo, hinge, ...), kto (TRL KTOTrainer on labelled completions), simpo or orpo (EXPERIMENTAL in
-    TRL 1.16: trl.experimental CPOTrainer / ORPOTrainer, API may change). Reports held-out log-prob margins."""
-    _train("dpo", recipe, set_, overwrite, resume, num_processes, accelerate_config)
-
-
-@app.command()
-def grpo(
-    recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False,
-    num_processes: ProcsOpt = 1, accelerate_config: AccelOpt = None,
-) -> None:
-    """GRPO (TRL GRPOTrainer) with execution rewards: [reward] picks components and weights (presets default,
-    sql-r1, arctic, skyrl, or your own function); usually starts from an sft output."""
-    _train("grpo", recipe, set_, overwrite, resume, num_processes, accelerate_config)
+for _stage, _help in _STAGE_HELP.items():
+    _register_stage(_stage, _help)
 
 
 @app.command()
@@ -130,7 +127,7 @@ def pairs(
     output: Annotated[
         Path | None, typer.Option(help="Folder for pairs.jsonl, unpaired.jsonl, samples.jsonl, summary.json (pairs.output).")
     ] = None,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe: [pairs] sampling, [data] prompt, [reward] sandbox.")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe: \\[pairs] sampling, \\[data] prompt, \\[reward] sandbox.")] = None,
     set_: SetOpt = None,
     samples: Annotated[int | None, typer.Option(help="Completions sampled per question (pairs.samples).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
@@ -326,7 +323,7 @@ def data_(
     limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
     db_dir: Annotated[str | None, typer.Option(help="Folder of databases named by db_id.")] = None,
     db: Annotated[str | None, typer.Option(help="One database for every example (alpaca files).")] = None,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe whose [data] schema/prompt settings to use.")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="Recipe whose \\[data] schema/prompt settings to use.")] = None,
 ) -> None:
     """Print the loaded examples as JSONL, or the exact prompts training will see."""
     from nl2sql_align.data import build_messages, load_examples
