@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nl2sql_align.data import Example, build_messages, extract_sql
-from nl2sql_align.errors import DataError, UserError
+from nl2sql_align.errors import UserError, failing_gold_error
 from nl2sql_align.recipe import SchemaSection
 from nl2sql_align.sql import ExecResult, SQLExecutor, as_scored, results_match
 
@@ -178,11 +178,9 @@ def score_predictions(
     try:
         golds, gold_errors = gold_results(examples, executor, keep_distinct, metric)
         if gold_errors and not skip_bad_gold:
-            shown = "\n  ".join(gold_errors[:5])
-            more = f"\n  ... and {len(gold_errors) - 5} more" if len(gold_errors) > 5 else ""
-            raise DataError(
-                f"{len(gold_errors)} gold queries fail, so those examples cannot be scored:\n  {shown}{more}\n"
-                "Fix the data, or pass --skip-bad-gold to leave those examples out."
+            raise failing_gold_error(
+                gold_errors, "those examples cannot be scored",
+                "Fix the data, or pass --skip-bad-gold to leave those examples out.",
             )
         # pred_dialect: the dialect predictions are written in (None: each database's own); sqlglot transpiles.
         jobs = [

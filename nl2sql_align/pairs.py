@@ -104,16 +104,12 @@ def label_samples(
 
 def check_gold(examples: list[Example], engine: RewardEngine, spec: str) -> None:
     """Gold SQL that fails would make every sample look wrong (and be chosen by the fallback): stop, naming it."""
-    from nl2sql_align.errors import DataError
+    from nl2sql_align.errors import failing_gold_error
 
     results = engine.gold_results([(ex.db, ex.sql, ex.dialect) for ex in examples])
     failing = [f"{ex.source or ex.id}: {r.error}" for ex, r in zip(examples, results, strict=True) if not r.ok]
     if failing:
-        more = f"\n  ... and {len(failing) - 5} more" if len(failing) > 5 else ""
-        raise DataError(
-            f"{len(failing)} gold queries fail, so their samples cannot be labelled:\n  "
-            + "\n  ".join(failing[:5]) + f"{more}\nFix or remove them from {spec}."
-        )
+        raise failing_gold_error(failing, "their samples cannot be labelled", f"Fix or remove them from {spec}.")
 
 
 def summarize(results: list[PromptResult]) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from nl2sql_align.errors import DataError, RecipeError
+from nl2sql_align.errors import DataError, RecipeError, failing_gold_error
 from nl2sql_align.recipe import Recipe
 from nl2sql_align.rewards.engine import completion_text
 from nl2sql_align.stages.runner import StageContext, run_stage
@@ -131,11 +131,9 @@ def audit_and_filter(examples, recipe: Recipe, engine, console: Console | None =
     section = recipe.reward or RewardSection()
     audit = audit_gold(examples, engine)
     if audit.failing:
-        shown = "\n  ".join(f"{ex.source or ex.id}: {err}" for ex, err in audit.failing[:5])
-        more = f"\n  ... and {len(audit.failing) - 5} more" if len(audit.failing) > 5 else ""
-        raise DataError(
-            f"{len(audit.failing)} gold queries fail, so those examples can never earn an execution reward:\n"
-            f"  {shown}{more}\nFix or remove them from {recipe.data.train}."
+        raise failing_gold_error(
+            [f"{ex.source or ex.id}: {err}" for ex, err in audit.failing],
+            "those examples can never earn an execution reward", f"Fix or remove them from {recipe.data.train}.",
         )
     console = console or Console(stderr=True)
     for line in audit.report(len(examples)):

@@ -48,6 +48,7 @@ def _ids(tokenizer, prompt, answer) -> tuple[list[int], list[int]]:
 def answer_logprobs(model, tokenizer, prompts: list, answers: list, batch_size: int = 16) -> list[float]:
     """Sum of log p(answer token | prefix) over the answer tokens, one value per (prompt, answer)."""
     import torch
+    from trl.trainer.utils import selective_log_softmax
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -68,7 +69,7 @@ def answer_logprobs(model, tokenizer, prompts: list, answers: list, batch_size: 
                 ids[i, : len(s)] = torch.tensor(s)
                 mask[i, : len(s)] = 1
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1)
+            logp = selective_log_softmax(logits[:, :-1], ids[:, 1:].to(device))  # TRL's, memory-light
             for i, s in enumerate(seqs):
                 out.append(float(logp[i, starts[i] - 1 : len(s) - 1].sum()))
     if was_training:

@@ -42,13 +42,21 @@ def resolved_command() -> str:
     return " ".join(["nl2sql-align", *sys.argv[1:]]) if sys.argv else "nl2sql-align"
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool) -> tuple[Path, Path]:
-    """Return (final dir, temp work dir beside it). Outputs appear under the final name only when complete."""
+def _final_dir(output_dir: str) -> Path:
     if not output_dir:
         raise RecipeError("output_dir is not set: add output_dir = \"out/...\" to the recipe or --set output_dir=...")
-    final = Path(output_dir)
+    return Path(output_dir)
+
+
+def _refuse_existing(final: Path, overwrite: bool) -> None:
     if final.exists() and any(final.iterdir()) and not overwrite:
         raise UserError(f"{final} already exists and is not empty; pass --overwrite to replace it once the new run completes")
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool) -> tuple[Path, Path]:
+    """Return (final dir, temp work dir beside it). Outputs appear under the final name only when complete."""
+    final = _final_dir(output_dir)
+    _refuse_existing(final, overwrite)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
@@ -67,20 +75,21 @@ def partial_dir(final: Path) -> Path:
     return final.parent / f".{final.name}.partial"
 
 
+def checkpoint_step(ckpt: Path) -> int:
+    """The global step of a Trainer checkpoint folder (checkpoint-N); -1 for anything else."""
+    tail = ckpt.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
 def complete_checkpoints(work: Path) -> list[Path]:
-    found = [
-        p for p in work.glob("checkpoint-*")
-        if p.name.rsplit("-", 1)[-1].isdigit() and (p / COMPLETE_MARKER).is_file()
-    ]
-    return sorted(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+    found = [p for p in work.glob("checkpoint-*") if checkpoint_step(p) >= 0 and (p / COMPLETE_MARKER).is_file()]
+    return sorted(found, key=checkpoint_step)
 
 
 def prepare_training_dir(output_dir: str, overwrite: bool, resume: bool) -> tuple[Path, Path, Path | None]:
     """(final dir, work dir, checkpoint to resume from). The work dir is `.<name>.partial` beside the final one;
     it becomes the final dir when training completes."""
-    if not output_dir:
-        raise RecipeError("output_dir is not set: add output_dir = \"out/...\" to the recipe or --set output_dir=...")
-    final = Path(output_dir)
+    final = _final_dir(output_dir)
     work = partial_dir(final)
     ckpts = complete_checkpoints(work) if work.is_dir() else []
     if resume:
@@ -90,8 +99,7 @@ def prepare_training_dir(output_dir: str, overwrite: bool, resume: bool) -> tupl
                 "save_strategy = \"steps\" and save_steps = N; without one, start the run again without --resume"
             )
         return final, work, ckpts[-1]
-    if final.exists() and any(final.iterdir()) and not overwrite:
-        raise UserError(f"{final} already exists and is not empty; pass --overwrite to replace it once the new run completes")
+    _refuse_existing(final, overwrite)
     if ckpts:
         raise UserError(
             f"{work} holds an interrupted run (newest complete checkpoint: {ckpts[-1].name}); pass --resume to "
@@ -386,8 +394,8 @@ def run_stage(
         if heldout and ctx.quantization_config is not None:
             restore_4bit_training_layout(trainer.model)
         if resume_from is not None:
-            _truncate_metrics(work / "metrics.jsonl", int(resume_from.name.rsplit("-", 1)[-1]))
-            print(f"resuming from {resume_from} (global step {resume_from.name.rsplit('-', 1)[-1]})", file=sys.stderr)
+            _truncate_metrics(work / "metrics.jsonl", checkpoint_step(resume_from))
+            print(f"resuming from {resume_from} (global step {checkpoint_step(resume_from)})", file=sys.stderr)
         started = time.time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else args.resume_from_checkpoint)
         train_seconds = time.time() - started
