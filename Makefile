@@ -32,6 +32,7 @@ smoke: install
 bench: install
 	$(PY) scripts/measure_timeout.py
 	$(PY) scripts/bench_reward.py
+	$(PY) scripts/bench_stages.py
 
 lint: install
 	$(VENV)/bin/ruff check nl2sql_align scripts tests

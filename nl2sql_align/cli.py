@@ -98,6 +98,11 @@ _STAGE_HELP = {
         "in TRL 1.16: trl.experimental CPOTrainer / ORPOTrainer, API may change). Reports held-out log-prob "
         "margins."
     ),
+    "ppo": (
+        "PPO (our own actor-critic: value head, GAE, clipped losses, KL to the starting policy) rewarded by "
+        "execution components and/or a reward model from `rm` (\\[reward] model = DIR, model_weight); full, "
+        "LoRA or QLoRA."
+    ),
     "grpo": (
         "GRPO (TRL GRPOTrainer) with execution rewards: \\[reward] picks components and weights (presets "
         "default, sql-r1, arctic, skyrl, or your own function); usually starts from an sft output."
@@ -187,7 +192,7 @@ def validate(
         check=partial(check, num_processes=num_processes) if check else None,
     )
     checks = [f"recipe keys and types ({stage}: [train] accepted by {config_cls.__name__})"]
-    if stage == "grpo":
+    if stage in ("grpo", "ppo"):
         checks += _check_rewards(r)
     if stage in ("rm", "dpo"):
         checks += _check_preference_data(r)
@@ -207,7 +212,7 @@ def validate(
 
 
 # Recipe file names that say which stage they are for (kto/simpo/orpo recipes run under `dpo`).
-_NAME_TO_STAGE = {"sft": "sft", "rm": "rm", "dpo": "dpo", "kto": "dpo", "simpo": "dpo", "orpo": "dpo", "grpo": "grpo"}
+_NAME_TO_STAGE = {"sft": "sft", "rm": "rm", "dpo": "dpo", "kto": "dpo", "simpo": "dpo", "orpo": "dpo", "ppo": "ppo", "grpo": "grpo"}
 
 
 def _guess_stage(recipe: Path) -> str:
@@ -237,8 +242,16 @@ def _check_rewards(r) -> list[str]:
 
     specs = specs_for(r.reward)
     build_reward_functions(specs, engine=None)
-    out = ["reward: " + " + ".join(f"{s.weight:g} x {s.name}" for s in specs)]
-    if r.data.train:
+    terms = [f"{s.weight:g} x {s.name}" for s in specs]
+    model = r.reward.model if r.reward else None
+    if model:
+        if not (Path(model) / "config.json").is_file() and not (Path(model) / "adapter_config.json").is_file():
+            raise UserError(f"{r.source}: reward.model = {model!r} is not a reward model folder (train one with `nl2sql-align rm`)")
+        terms.append(f"{r.reward.model_weight:g} x reward model {model}")
+    if not terms:
+        raise UserError(f"{r.source}: [reward] gives no reward: preset = \"none\" needs reward.model or [[reward.components]]")
+    out = ["reward: " + " + ".join(terms)]
+    if r.data.train and specs:
         d = r.data
         examples = load_examples(d.train, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=d.train_limit)
         with engine_for(r.reward) as engine:
@@ -263,7 +276,18 @@ def eval_(
     report: Annotated[Path, typer.Option(help="Folder for per_example.jsonl, summary.json and ex.png.")],
     model: Annotated[str | None, typer.Option(help="Model or adapter folder to generate with (greedy).")] = None,
     predictions: Annotated[
-        Path | None, typer.Option(help="Score these instead: JSONL {index, sql}, BIRD JSON, or one SQL per line.")
+        Path | None,
+        typer.Option(
+            help="Score these instead: Spider text (one SQL per line, optionally SQL<TAB>db_id), BIRD JSON "
+            '{"0": "SQL\\t----- bird -----\\tdb_id"}, or JSONL {index, sql}; detected from the extension/content.'
+        ),
+    ] = None,
+    write_predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the predictions scored (generated or read) here, for the official scripts: "
+            ".sql/.txt Spider text (SQL<TAB>db_id per line), .json BIRD, .jsonl this tool's format."
+        ),
     ] = None,
     metric: Annotated[str, typer.Option(help="spider (test-suite exec match) or bird (set equality).")] = "spider",
     keep_distinct: Annotated[bool, typer.Option(help="Spider metric: keep DISTINCT (the official default drops it).")] = False,
@@ -293,6 +317,10 @@ def eval_(
         raise UserError(f"--metric {metric!r}: choose spider or bird")
     if (model is None) == (predictions is None):
         raise UserError("give exactly one of --model (generate) or --predictions (score a file)")
+    if write_predictions is not None:
+        from nl2sql_align.predictions import format_for_path
+
+        format_for_path(write_predictions)  # a bad extension fails now, not after a long generation
     r = load_recipe(recipe, set_)
     examples = load_examples(data, db_dir=db_dir or r.data.db_dir, db=r.data.db, db_field=r.data.db_field, limit=limit)
     outputs = None
@@ -304,7 +332,12 @@ def eval_(
         outputs = generate_for_recipe(m, tok, examples, r)
         preds = [extract_sql(o) for o in outputs]
     else:
-        preds = read_predictions(predictions, len(examples))
+        preds = read_predictions(predictions, len(examples), [e.db_id for e in examples])
+    if write_predictions is not None:
+        from nl2sql_align.predictions import write_predictions as write
+
+        fmt = write(write_predictions, preds, [e.db_id for e in examples])
+        typer.echo(f"predictions ({fmt} format): {write_predictions}")
     with SQLExecutor(workers=r.eval.workers, timeout=timeout) as ex:
         rows = score_predictions(
             examples, preds, metric=metric, keep_distinct=keep_distinct, executor=ex, skip_bad_gold=skip_bad_gold,

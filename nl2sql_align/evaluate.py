@@ -146,7 +146,7 @@ def gold_results(
     examples: list[Example], executor: SQLExecutor, keep_distinct: bool = False, metric: str = "spider"
 ) -> tuple[list[ExecResult], list[str]]:
     """Execute each distinct (database, gold SQL) once. Returns results aligned with examples, and the errors."""
-    keys = [(ex.db, as_scored(ex.sql, keep_distinct, metric), ex.dialect) for ex in examples]
+    keys = [(ex.db, as_scored(ex.sql, keep_distinct, metric, ex.dialect or ex.db.dialect), ex.dialect) for ex in examples]
     unique = list(dict.fromkeys(keys))
     results = executor.execute_many(unique, progress=len(unique) > 200)
     by_key = dict(zip(unique, results, strict=True))
@@ -184,7 +184,8 @@ def score_predictions(
             )
         # pred_dialect: the dialect predictions are written in (None: each database's own); sqlglot transpiles.
         jobs = [
-            (ex.db, as_scored(p, keep_distinct, metric), pred_dialect) for ex, p in zip(examples, predictions, strict=True)
+            (ex.db, as_scored(p, keep_distinct, metric, pred_dialect or ex.db.dialect), pred_dialect)
+            for ex, p in zip(examples, predictions, strict=True)
         ]
         preds = executor.execute_many(jobs, progress=len(jobs) > 200)
     finally:
@@ -194,7 +195,11 @@ def score_predictions(
     for i, (ex, pred_sql, g, p) in enumerate(zip(examples, predictions, golds, preds, strict=True)):
         if not g.ok:
             continue  # only reachable with skip_bad_gold
-        correct = p.ok and results_match(ex.sql, g.rows, p.rows, metric)
+        # Results stop at the executor's row cap. Under Spider semantics row counts must be equal, so a result
+        # cut at the cap (more rows than the cap) never equals one that was not; two cut results, and BIRD's
+        # sets, are compared on the rows fetched (README, "Evaluation").
+        cut_apart = metric == "spider" and p.ok and g.truncated != p.truncated
+        correct = p.ok and not cut_apart and results_match(ex.sql, g.rows, p.rows, metric)
         row = {
             "index": i,
             "id": ex.id,
@@ -213,12 +218,45 @@ def score_predictions(
     return rows
 
 
+def example_level(row: dict[str, Any]) -> str:
+    """The level a report groups a scored row under: the data's own label when it has one (BIRD's difficulty:
+    simple/moderate/challenging, or a `hardness` field), else the Spider level of the gold SQL
+    (`nl2sql_align.sql.hardness`); "unknown" when sqlglot cannot parse the gold SQL."""
+    from nl2sql_align.sql.hardness import spider_hardness
+
+    return str(row.get("hardness") or spider_hardness(row["gold"], row.get("dialect")))
+
+
+def add_levels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set each row's "level" (see `example_level`) where it is not set yet; returns the same rows."""
+    for r in rows:
+        if not r.get("level"):
+            r["level"] = example_level(r)
+    return rows
+
+
+def _level_order(level: str) -> tuple[int, str]:
+    from nl2sql_align.sql.hardness import BIRD_LEVELS, SPIDER_LEVELS, UNKNOWN
+
+    known = SPIDER_LEVELS + BIRD_LEVELS
+    return (known.index(level), "") if level in known else (len(known) + (level == UNKNOWN), level)
+
+
 def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """EX and executable rate (percent) overall, per level ("ex_by_hardness"), for the complex Spider levels
+    hard + extra together ("ex_complex", when there are any) and per database ("ex_by_db"). Fills in each
+    row's "level" (`add_levels`)."""
+    from nl2sql_align.sql.hardness import COMPLEX_LEVELS
+
+    add_levels(rows)
     n = len(rows)
 
     def pct(xs) -> float:
         xs = list(xs)
         return round(100.0 * sum(xs) / len(xs), 2) if xs else 0.0
+
+    def group(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"n": len(rs), "ex": pct(r["correct"] for r in rs), "executable": pct(r["executable"] for r in rs)}
 
     out: dict[str, Any] = {
         "metric": metric,
@@ -226,46 +264,71 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         "ex": pct(r["correct"] for r in rows),
         "executable": pct(r["executable"] for r in rows),
     }
-    for field in ("hardness", "db"):
-        groups = defaultdict(list)
-        for r in rows:
-            if r.get(field):
-                groups[r[field]].append(r["correct"])
-        if groups:
-            out[f"ex_by_{field}"] = {k: {"n": len(v), "ex": pct(v)} for k, v in sorted(groups.items())}
+    by_level: dict[str, list] = defaultdict(list)
+    by_db: dict[str, list] = defaultdict(list)
+    for r in rows:
+        by_level[r["level"]].append(r)
+        if r.get("db"):
+            by_db[r["db"]].append(r)
+    if by_level:
+        out["ex_by_hardness"] = {k: group(by_level[k]) for k in sorted(by_level, key=_level_order)}
+    complex_rows = [r for r in rows if r["level"] in COMPLEX_LEVELS]
+    if complex_rows:
+        out["ex_complex"] = group(complex_rows)
+    if by_db:
+        out["ex_by_db"] = {k: group(v) for k, v in sorted(by_db.items())}
     return out
 
 
 def write_report(rows: list[dict[str, Any]], summary: dict[str, Any], report_dir: Path) -> None:
+    """per_example.jsonl (each row with its level), summary.json, ex.png (EX per level) and ex_by_db.png."""
+    from nl2sql_align.plots import plot_ex_by_level, plot_ex_comparison
+
+    add_levels(rows)
     report_dir.mkdir(parents=True, exist_ok=True)
     with (report_dir / "per_example.jsonl").open("w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     (report_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    groups = summary.get("ex_by_hardness") or summary.get("ex_by_db")
-    if groups:
-        from nl2sql_align.plots import plot_ex_comparison
-
+    plot_ex_by_level(summary, report_dir / "ex.png")
+    dbs = summary.get("ex_by_db")
+    if dbs:
         plot_ex_comparison(
-            ["all", *groups], [summary["ex"], *(g["ex"] for g in groups.values())], report_dir / "ex.png",
-            f"EX ({summary['metric']}), n={summary['n']}",
+            [*dbs], [g["ex"] for g in dbs.values()], report_dir / "ex_by_db.png",
+            f"EX ({summary['metric']}) per database, n={summary['n']}",
         )
 
 
 def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") -> None:
+    """Two tables: EX per level (with hard + extra as "complex"), then EX per database."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    table.add_column("subset")
-    table.add_column("n", justify="right")
-    table.add_column("EX %", justify="right")
-    table.add_row("all", str(summary["n"]), f"{summary['ex']:.1f}")
-    for field in ("hardness", "db"):
-        for k, v in summary.get(f"ex_by_{field}", {}).items():
-            table.add_row(f"{field}={k}", str(v["n"]), f"{v['ex']:.1f}")
-    table.caption = f"executable: {summary['executable']:.1f}%  ·  metric: {summary['metric']}"
-    Console().print(table)
+    def new_table(title: str, first: str) -> Table:
+        table = Table(title=title)
+        table.add_column(first)
+        for col in ("n", "EX %", "executable %"):
+            table.add_column(col, justify="right")
+        return table
+
+    def add(table: Table, name: str, g: dict[str, Any], style: str | None = None) -> None:
+        executable = f"{g['executable']:.1f}" if "executable" in g else ""
+        table.add_row(name, str(g["n"]), f"{g['ex']:.1f}", executable, style=style)
+
+    console = Console()
+    levels = new_table(title, "level")
+    add(levels, "all", summary, style="bold")
+    for k, v in summary.get("ex_by_hardness", {}).items():
+        add(levels, k, v)
+    if "ex_complex" in summary:
+        add(levels, "complex (hard+extra)", summary["ex_complex"], style="italic")
+    levels.caption = f"metric: {summary['metric']}"
+    console.print(levels)
+    if summary.get("ex_by_db"):
+        dbs = new_table("EX per database", "database")
+        for k, v in summary["ex_by_db"].items():
+            add(dbs, k, v)
+        console.print(dbs)
 
 
 def evaluate_model(model, tokenizer, examples, recipe, report_dir: Path | None = None, title: str = "eval",
@@ -285,41 +348,9 @@ def evaluate_model(model, tokenizer, examples, recipe, report_dir: Path | None =
     return summary
 
 
-def read_predictions(path: Path, n: int) -> list[str]:
-    """JSONL {"index": i, "sql": ...} (missing indexes count as empty predictions), a BIRD-style JSON object
-    {"0": "SQL\\t----- bird -----\\tdb_id"}, or a text file with one SQL per line aligned with the data."""
-    if not path.is_file():
-        raise UserError(f"predictions file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        preds = [""] * n
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                i, sql = int(rec["index"]), rec["sql"]
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise UserError(f'{path}:{lineno}: expected {{"index": <int>, "sql": <string>}}') from None
-            if not 0 <= i < n:
-                raise UserError(f"{path}:{lineno}: index {i} is outside the data (0..{n - 1})")
-            preds[i] = sql
-        return preds
-    if path.suffix == ".json":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise UserError(f'{path}: expected a BIRD-style object {{"0": "SQL\\t----- bird -----\\tdb_id"}}')
-        preds = [""] * n
-        for k, v in obj.items():
-            if not str(k).isdigit() or not 0 <= int(k) < n:
-                raise UserError(f"{path}: key {k!r} is not an index into the data (0..{n - 1})")
-            preds[int(k)] = str(v).split("\t----- bird -----\t")[0]
-        return preds
-    lines = text.splitlines()
-    if len(lines) != n:
-        raise UserError(f"{path}: {len(lines)} lines for {n} examples; a text predictions file has one SQL per line")
-    # Spider's gold/pred files may carry "SQL<TAB>db_id".
-    return [line.split("\t")[0].strip() for line in lines]
+def read_predictions(path: Path, n: int, db_ids: list[str] | None = None) -> list[str]:
+    """Predictions aligned with the data: Spider text, BIRD JSON or our JSONL (see `nl2sql_align.predictions`,
+    which also writes them). `db_ids`, one per example, is checked against any db_id the file carries."""
+    from nl2sql_align.predictions import read_predictions as read
+
+    return read(path, n, db_ids)

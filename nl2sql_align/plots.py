@@ -25,10 +25,14 @@ def read_metrics(path: Path) -> list[dict]:
 _PREFERENCE_KEYS = ("rewards/margins", "rewards/accuracies", "accuracy", "margin", "eval_accuracy", "eval_margin")
 
 
+_PPO_KEYS = ("policy_loss", "value_loss", "clip_fraction", "value_clip_fraction", "entropy", "approx_kl")
+
+
 def plot_training(metrics_path: Path, out_dir: Path, run_name: str | None = None) -> list[Path]:
     """One PNG per logged curve family: loss (train and eval), every `rewards/*` / `reward*` series together,
     one per reward component (`reward_<name>.png`: components have different scales), and the preference
-    margins/accuracies of rm and dpo (`preference.png`)."""
+    margins/accuracies of rm and dpo (`preference.png`),
+    ppo's KL (`kl.png`) and loss parts (`ppo.png`)."""
     rows = read_metrics(metrics_path)
     if not rows:
         return []
@@ -39,6 +43,9 @@ def plot_training(metrics_path: Path, out_dir: Path, run_name: str | None = None
         "loss": [k for k in ("loss", "eval_loss") if any(k in r for r in rows)],
         "rewards": sorted({k for r in rows for k in r if k.startswith(("reward", "rewards/")) and k.endswith("mean")}),
         "preference": [k for k in _PREFERENCE_KEYS if any(k in r for r in rows)],
+        # ppo: KL to the reference (and its coefficient), and the parts of the loss.
+        "kl": [k for k in ("kl", "kl_coef") if any(k in r for r in rows)],
+        "ppo": [k for k in _PPO_KEYS if any(k in r for r in rows)],
     }
     for key in groups["rewards"]:
         if key.startswith("rewards/"):
@@ -72,6 +79,27 @@ def plot_ex_comparison(labels: list[str], values: list[float], path: Path, title
     ax.set_ylim(0, 100)
     ax.set_ylabel("execution accuracy (%)")
     ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_ex_by_level(summary: dict, path: Path, title: str | None = None) -> Path:
+    """EX per hardness level from an eval summary (`evaluate.summarize`): "all", each level, and "complex"
+    (hard + extra) when present, each bar labelled with its EX and its number of examples."""
+    groups = [("all", summary)] + list(summary.get("ex_by_hardness", {}).items())
+    if "ex_complex" in summary:
+        groups.append(("complex\n(hard+extra)", summary["ex_complex"]))
+    colors = ["#55a868"] + ["#4c72b0"] * len(summary.get("ex_by_hardness", {})) + ["#dd8452"] * ("ex_complex" in summary)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(groups)), 4))
+    bars = ax.bar([name for name, _ in groups], [g["ex"] for _, g in groups], color=colors)
+    ax.bar_label(bars, labels=[f"{g['ex']:.1f}\nn={g['n']}" for _, g in groups], fontsize=8)
+    ax.set_ylim(0, 110)  # room for the two-line labels above a bar at 100
+    ax.set_ylabel("execution accuracy (%)")
+    ax.set_title(title or f"EX ({summary['metric']}) per hardness level, n={summary['n']}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -112,11 +112,15 @@ class RewardComponentSection:
 
 @dataclass
 class RewardSection:
-    """Execution rewards for grpo (and ppo): which components, and the sandbox that runs the SQL."""
+    """Rewards for grpo and ppo: execution components, the sandbox that runs the SQL, and (ppo) a reward model."""
 
     # default | sql-r1 | arctic | skyrl (see nl2sql_align/rewards/functions.py); [[reward.components]] replaces it.
-    preset: Literal["default", "sql-r1", "arctic", "skyrl"] = "default"
+    # "none": no execution components (ppo with a reward model alone).
+    preset: Literal["default", "sql-r1", "arctic", "skyrl", "none"] = "default"
     components: list[RewardComponentSection] = field(default_factory=list)
+    # ppo: a reward model folder written by `nl2sql-align rm`; its score is added with weight model_weight.
+    model: str | None = None
+    model_weight: float = 1.0
     metric: Literal["spider", "bird"] = "spider"
     keep_distinct: bool = False
     timeout: float = 5.0  # seconds per query; a query past it earns the component's miss value

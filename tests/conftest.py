@@ -45,6 +45,78 @@ def stage_recipe(stage: str, model_dir: Path, out: Path, *overrides: str):
     return recipe
 
 
+# Eight questions on the demo shop database whose answers need no value copying: a micro model learns the
+# template in a short SFT and then mixes up tables, which is what the RL stages' execution reward can fix.
+SUBSET = [
+    ("How many customers are there?", "SELECT COUNT(*) FROM customers"),
+    ("How many products are there?", "SELECT COUNT(*) FROM products"),
+    ("How many orders are there?", "SELECT COUNT(*) FROM orders"),
+    ("List all customer names.", "SELECT name FROM customers"),
+    ("List all product names.", "SELECT name FROM products"),
+    ("List all customer cities.", "SELECT city FROM customers"),
+    ("List all product categories.", "SELECT category FROM products"),
+    ("List all order dates.", "SELECT order_date FROM orders"),
+]
+
+
+@pytest.fixture(scope="session")
+def subset_sft(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """(SUBSET as a JSONL file, the micro model after a short SFT on it): the warm start of the RL tests."""
+    import json
+
+    from nl2sql_align.data import load_examples
+    from nl2sql_align.stages import sft
+
+    root = tmp_path_factory.mktemp("subset")
+    shop = next(ex.db.path for ex in load_examples("demo:train") if ex.db_id == "shop")
+    data = root / "subset.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "sql": s, "db": shop}) + "\n" for q, s in SUBSET))
+    warm = sft.run(
+        stage_recipe(
+            "sft", tiny_model_dir, root / "sft", f"data.train={data}", f"data.eval={data}",
+            "eval.after_training=false", "train.max_steps=70", "train.per_device_train_batch_size=8",
+            "train.learning_rate=3e-3", "train.lr_scheduler_type=constant", "train.warmup_steps=0",
+        )
+    )
+    return data, warm
+
+
+def capture_trainer(monkeypatch, stage_module) -> dict:
+    """Make a grpo/ppo stage keep the trainer it builds in the returned dict (key "trainer")."""
+    seen: dict = {}
+    original = stage_module._build_with
+
+    def spy(holder):
+        build = original(holder)
+        return lambda ctx: seen.setdefault("trainer", build(ctx))
+
+    monkeypatch.setattr(stage_module, "_build_with", spy)
+    return seen
+
+
+def kill_after_checkpoint(args: list[str], partial: Path, step: int, log: Path) -> int:
+    """Run `nl2sql-align ARGS`, SIGKILL it once `partial` holds a complete checkpoint at `step` or later, and
+    return the newest complete checkpoint's step. Fails if the run ends first."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from nl2sql_align.stages.runner import checkpoint_step, complete_checkpoints
+
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "nl2sql_align", *args], cwd=REPO, stdout=out, stderr=out,
+                                env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        while proc.poll() is None:  # poll the process and the folder, not the clock
+            if partial.is_dir() and any(checkpoint_step(c) >= step for c in complete_checkpoints(partial)):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, f"the run ended before it could be killed: raise max_steps (log: {log})"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return checkpoint_step(complete_checkpoints(partial)[-1])
+
+
 @pytest.fixture
 def spider_db() -> Path:
     return SPIDER / "database" / "concert_singer" / "concert_singer.sqlite"

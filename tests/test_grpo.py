@@ -16,7 +16,7 @@ from nl2sql_align.errors import DataError, RecipeError
 from nl2sql_align.recipe import load_recipe
 from nl2sql_align.rewards import RewardEngine
 from nl2sql_align.stages import grpo
-from tests.conftest import stage_recipe
+from tests.conftest import capture_trainer, stage_recipe
 
 
 def _recipe(model_dir: Path, out: Path, *extra: str):
@@ -154,40 +154,9 @@ def test_failing_gold_stops_grpo_with_the_line(tmp_path: Path):
         grpo.audit_and_filter(load_examples(str(data)), r, engine)
 
 
-# Eight questions on the demo shop database whose answers need no value copying: a micro model learns the
-# template in a short SFT and then mixes up tables, which is what GRPO's execution reward can fix.
-SUBSET = [
-    ("How many customers are there?", "SELECT COUNT(*) FROM customers"),
-    ("How many products are there?", "SELECT COUNT(*) FROM products"),
-    ("How many orders are there?", "SELECT COUNT(*) FROM orders"),
-    ("List all customer names.", "SELECT name FROM customers"),
-    ("List all product names.", "SELECT name FROM products"),
-    ("List all customer cities.", "SELECT city FROM customers"),
-    ("List all product categories.", "SELECT category FROM products"),
-    ("List all order dates.", "SELECT order_date FROM orders"),
-]
-
-
-def test_grpo_after_short_sft_raises_the_execution_reward(tiny_model_dir: Path, tmp_path: Path):
-    from nl2sql_align.stages import sft
-
-    shop = next(ex.db.path for ex in load_examples("demo:train") if ex.db_id == "shop")
-    data = tmp_path / "subset.jsonl"
-    data.write_text("".join(json.dumps({"question": q, "sql": s, "db": shop}) + "\n" for q, s in SUBSET))
+def test_grpo_after_short_sft_raises_the_execution_reward(subset_sft, tmp_path: Path):
+    data, warm = subset_sft
     common = [f"data.train={data}", f"data.eval={data}", "eval.after_training=false"]
-    warm = sft.run(
-        stage_recipe(
-            "sft",
-            tiny_model_dir,
-            tmp_path / "sft",
-            *common,
-            "train.max_steps=70",
-            "train.per_device_train_batch_size=8",
-            "train.learning_rate=3e-3",
-            "train.lr_scheduler_type=constant",
-            "train.warmup_steps=0",
-        )
-    )
     out = grpo.run(
         stage_recipe(
             "grpo",
@@ -213,14 +182,7 @@ def test_grpo_after_short_sft_raises_the_execution_reward(tiny_model_dir: Path, 
 def test_grpo_qlora_trains_adapters_on_a_4bit_base(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
     import bitsandbytes as bnb
 
-    seen = {}
-    original = grpo._build_with
-
-    def spy(holder):
-        build = original(holder)
-        return lambda ctx: seen.setdefault("trainer", build(ctx))
-
-    monkeypatch.setattr(grpo, "_build_with", spy)
+    seen = capture_trainer(monkeypatch, grpo)
     out = tmp_path / "grpo-qlora"
     grpo.run(_recipe(tiny_model_dir, out, "train.max_steps=2", "lora.r=8", "lora.alpha=16", "quantization.bits=4",
                      "quantization.compute_dtype=float32", "train.learning_rate=1e-2",

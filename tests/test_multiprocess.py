@@ -60,3 +60,20 @@ def test_grpo_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
     assert _loss_steps(out) == [1, 2]
     assert len((out / "completions.jsonl").read_text().splitlines()) == 2 * 3  # one writer
     assert sorted(p.name for p in out.parent.iterdir()) == ["grpo"]
+
+
+def test_ppo_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
+    out, trace = tmp_path / "runs" / "ppo", tmp_path / "trace"
+    _launch("ppo", tiny_model_dir, out, trace, "data.train_limit=16", "train.max_steps=4", "train.num_ppo_epochs=2",
+            "train.per_device_train_batch_size=4", "train.num_mini_batches=1", "train.max_completion_length=16",
+            "reward.log_completions=3", 'reward.components=[{name="tests.test_ppo.length_reward"}]')
+    r0, r1 = _ranks(trace)
+    assert r0["global_step"] == r1["global_step"] == 4
+    # A rollout takes 4 prompts per rank (8 in all) and feeds 2 optimizer steps; each rank sampled its own half.
+    assert len(r0["batches"]) == 4 and len(set(r0["batches"])) == 2
+    assert not set(r0["batches"]) & set(r1["batches"]), "both ranks rolled out the same prompts"
+    assert r0["params"] == r1["params"], "the ranks ended with different weights (policy or value head)"
+    assert _loss_steps(out) == [1, 2, 3, 4]
+    assert len((out / "completions.jsonl").read_text().splitlines()) == 2 * 3  # two rollouts, one writer
+    assert (out / "value_head.safetensors").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ppo"]

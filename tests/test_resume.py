@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from nl2sql_align.stages.runner import COMPLETE_MARKER, checkpoint_step, complete_checkpoints
-from tests.conftest import REPO
+from nl2sql_align.stages.runner import COMPLETE_MARKER, complete_checkpoints
+from tests.conftest import REPO, kill_after_checkpoint
 
 MAX_STEPS = 120
 
@@ -38,19 +36,8 @@ def test_sigkill_then_resume_continues_the_step_count(tiny_model_dir: Path, tmp_
     out = runs / "sft"
     partial = runs / ".sft.partial"
     args = _args(tiny_model_dir, out)
-    log = (tmp_path / "first.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "nl2sql_align", *args], cwd=REPO, stdout=log, stderr=log,
-                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    # Wait for a complete checkpoint past step 10 (or for the run to end, which fails the next assertion).
-    while proc.poll() is None:
-        if partial.is_dir() and any(checkpoint_step(c) >= 10 for c in complete_checkpoints(partial)):
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed: raise MAX_STEPS"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed_at = kill_after_checkpoint(args, partial, 10, tmp_path / "first.log")
     assert not out.exists(), "a killed run must not publish an output"
-    killed_at = checkpoint_step(complete_checkpoints(partial)[-1])
     assert killed_at < MAX_STEPS
 
     # A half-written checkpoint (no completion marker) must never be taken for a complete one.

@@ -25,7 +25,33 @@ def specs_for(section) -> list[ComponentSpec]:
         return [
             ComponentSpec(c.name, c.weight, c.hit, c.miss, tuple(c.requires)) for c in section.components
         ]
-    return list(PRESETS[section.preset])
+    return [] if section.preset == "none" else list(PRESETS[section.preset])
+
+
+def reward_functions_for(section, engine: RewardEngine | None, device=None):
+    """Every reward function a recipe's [reward] asks for, with its weight: the execution components, then the
+    reward model's score (reward.model) when set. Used by grpo and ppo alike."""
+    from nl2sql_align.errors import RecipeError
+
+    specs = specs_for(section)
+    timeout = section.function_timeout if section else 60.0
+    funcs, weights = build_reward_functions(specs, engine, function_timeout=timeout) if specs else ([], [])
+    if section is not None and section.model:
+        from nl2sql_align.rewards.model import RewardModelScore
+
+        funcs.append(RewardModelScore(section.model, device=device))
+        weights.append(section.model_weight)
+    if not funcs:
+        raise RecipeError(
+            "[reward] gives no reward: preset = \"none\" needs reward.model (a folder from `nl2sql-align rm`) "
+            "or [[reward.components]]"
+        )
+    return funcs, weights
+
+
+def uses_execution(section) -> bool:
+    """Whether any reward component executes SQL (so the gold SQL must run, and a sandbox is needed)."""
+    return bool(specs_for(section))
 
 
 def engine_for(section, num_processes: int | None = None) -> RewardEngine:
@@ -54,6 +80,8 @@ __all__ = [
     "completion_text",
     "default_workers",
     "engine_for",
+    "reward_functions_for",
+    "uses_execution",
     "specs_for",
     "sql_r1_length_bonus",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
@@ -141,9 +142,19 @@ def results_match(gold_sql: str, gold_rows, pred_rows, metric: str = "spider") -
     return spider_exec_match(gold, pred, order_matters="order by" in gold_sql.lower())
 
 
-def as_scored(sql: str, keep_distinct: bool = False, metric: str = "spider") -> str:
-    """The query as the metric executes it, gold or predicted: the Spider test-suite removes DISTINCT from
-    both unless keep_distinct; BIRD runs them as written."""
+_CUR_YEAR = re.compile(r"YEAR\s*\(\s*CURDATE\s*\(\s*\)\s*\)\s*", flags=re.IGNORECASE)
+
+
+def as_scored(sql: str, keep_distinct: bool = False, metric: str = "spider", dialect: str | None = None) -> str:
+    """The query as the metric executes it, gold or predicted. BIRD runs both as written. The Spider
+    test-suite (`exec_eval.eval_exec_match` and `exec_on_db`) first joins the comparison operators a tokenizer
+    split ('> =' -> '>=', '< =' -> '<=', '! =' -> '!=', plain text replacement, as the official `postprocess`),
+    replaces MySQL's `YEAR(CURDATE())` by 2020 (`replace_cur_year`), and removes DISTINCT unless keep_distinct.
+    `dialect` is the dialect `sql` is written in (for tokenising; None: sqlglot's default)."""
     from nl2sql_align.sql.guard import remove_distinct
 
-    return sql if keep_distinct or metric != "spider" else remove_distinct(sql)
+    if metric != "spider":
+        return sql
+    sql = sql.replace("> =", ">=").replace("< =", "<=").replace("! =", "!=")
+    sql = _CUR_YEAR.sub("2020", sql)
+    return sql if keep_distinct else remove_distinct(sql, dialect)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from nl2sql_align.errors import UserError
 
-STAGES = ("sft", "rm", "dpo", "grpo")
+STAGES = ("sft", "rm", "dpo", "ppo", "grpo")
 
 
 def stage_module(stage: str):

@@ -155,7 +155,7 @@ def _build_with(engine_holder: dict):
     def build(ctx: StageContext):
         from datasets import Dataset
 
-        from nl2sql_align.rewards import build_reward_functions, engine_for, specs_for
+        from nl2sql_align.rewards import engine_for, reward_functions_for
 
         recipe = ctx.recipe
         if "reward_weights" in recipe.train:
@@ -163,9 +163,7 @@ def _build_with(engine_holder: dict):
         engine = engine_for(recipe.reward, num_processes=ctx.args.world_size)
         engine_holder["engine"] = engine
         section = recipe.reward
-        funcs, weights = build_reward_functions(
-            specs_for(section), engine, function_timeout=section.function_timeout if section else 60.0
-        )
+        funcs, weights = reward_functions_for(section, engine, device=ctx.args.device)
         ctx.args.reward_weights = weights
         examples, _ = audit_and_filter(ctx.train_examples, recipe, engine)
         trainer_cls = _completions_logger_class()
@@ -186,19 +184,19 @@ def _build_with(engine_holder: dict):
     return build
 
 
-def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
+def run_with_engine(stage: str, recipe: Recipe, config_cls: type, build_with, **kwargs) -> Path:
+    """run_stage for the stages that execute SQL for rewards (grpo, ppo): `build_with(holder)` returns the build
+    function, which puts the RewardEngine it starts in holder["engine"]; its workers stop however the run ends."""
     holder: dict = {}
     try:
-        return run_stage(
-            "grpo",
-            recipe,
-            config_class(),
-            _build_with(holder),
-            overwrite=overwrite,
-            resume=resume,
-            train_defaults=TRAIN_DEFAULTS,
-            check_train=check_batch_sizes,
-        )
+        return run_stage(stage, recipe, config_cls, build_with(holder), **kwargs)
     finally:
-        if "engine" in holder:
+        if holder.get("engine") is not None:
             holder["engine"].close()
+
+
+def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
+    return run_with_engine(
+        "grpo", recipe, config_class(), _build_with, overwrite=overwrite, resume=resume,
+        train_defaults=TRAIN_DEFAULTS, check_train=check_batch_sizes,
+    )

@@ -228,11 +228,45 @@ def make_train_args(
 
 class MetricsLogger:
     """A TrainerCallback (duck-typed, so this module imports no transformers at import time) that appends
-    every Trainer log to metrics.jsonl."""
+    every Trainer log to metrics.jsonl, and at the end one `"event": "train_end"` row with what a comparison
+    of runs needs (so `compare` never re-measures): wall time of the training loop, the optimizer steps it took,
+    seconds per step (their ratio: a PPO rollout or a GRPO generation happens on some steps only, so a median
+    would hide it), peak memory (this process's RSS; on a GPU also the CUDA peak) and the tokens seen, where the
+    trainer counts them (`num_tokens`)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.t0 = time.time()
+        self.num_tokens: float | None = None
+        self.train_started: float | None = None
+        self.first_step = 0
+
+    def write(self, row: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def summary(self, state) -> dict:
+        import resource
+
+        seconds = time.time() - (self.train_started or self.t0)
+        steps = state.global_step - self.first_step
+        row = {
+            "step": state.global_step, "event": "train_end", "train_seconds": round(seconds, 3), "steps": steps,
+            "seconds_per_step": round(seconds / steps, 4) if steps > 0 else None,
+            # ru_maxrss is in KiB on Linux: the peak resident memory of this process (model, optimizer, batches).
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                row["cuda_max_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        except ImportError:
+            pass
+        if self.num_tokens is not None:
+            row["num_tokens"] = self.num_tokens
+            row["tokens_per_second"] = round(self.num_tokens / seconds, 2) if seconds > 0 else None
+        return row
 
     def make(self):
         from transformers import TrainerCallback
@@ -240,13 +274,22 @@ class MetricsLogger:
         logger = self
 
         class _CB(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                logger.train_started = time.time()
+                logger.first_step = state.global_step  # > 0 when resuming
+
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if not state.is_world_process_zero or not logs:
                     return
+                if isinstance(logs.get("num_tokens"), (int, float)):
+                    logger.num_tokens = logs["num_tokens"]
                 row = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time() - logger.t0, 3)}
                 row.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str))})
-                with logger.path.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
+                logger.write(row)
+
+            def on_train_end(self, args, state, control, **kwargs):
+                if state.is_world_process_zero:
+                    logger.write(logger.summary(state))
 
         return _CB()
 
@@ -416,7 +459,7 @@ def run_stage(
                 from nl2sql_align.evaluate import evaluate_model
 
                 summary = evaluate_model(
-                    trainer.model, ctx.tokenizer, eval_examples, recipe, report_dir=work / "eval", title=f"{stage} eval"
+                    getattr(trainer, "eval_model", trainer.model), ctx.tokenizer, eval_examples, recipe, report_dir=work / "eval", title=f"{stage} eval"
                 )
             write_model_card(work, final.name, stage, recipe, len(train_examples), train_seconds, summary, measured)
             publish(work, final)
@@ -455,7 +498,7 @@ def write_model_card(
     out: Path, name: str, stage: str, recipe: Recipe, n_train: int, seconds: float, summary: dict | None,
     measured: dict | None = None,
 ) -> None:
-    unit = "examples" if stage in ("sft", "grpo") else "preference records"
+    unit = "examples" if stage in ("sft", "grpo", "ppo") else "preference records"
     lines = [
         f"# {name}: {stage} on {recipe.data.train}",
         "",
