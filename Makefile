@@ -32,6 +32,7 @@ smoke: install
 bench: install
 	$(PY) scripts/measure_timeout.py
 	$(PY) scripts/bench_reward.py
+	$(PY) scripts/bench_eval.py
 	$(PY) scripts/bench_stages.py
 
 lint: install

@@ -300,8 +300,16 @@ def eval_(
     dialect: Annotated[
         str | None, typer.Option(help="Dialect the predictions are written in (sqlglot name); default: the database's.")
     ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            help="With --model: also sample N candidates per question and report self-consistency EX (majority "
+            "vote over execution results) beside greedy EX."
+        ),
+    ] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature for --samples.")] = 0.8,
 ) -> None:
-    """Execution accuracy of a model (greedy generation) or of a predictions file."""
+    """Execution accuracy of a model (greedy generation, optionally + self-consistency) or of a predictions file."""
     from nl2sql_align.data import load_examples
     from nl2sql_align.evaluate import (
         print_summary,
@@ -317,6 +325,13 @@ def eval_(
         raise UserError(f"--metric {metric!r}: choose spider or bird")
     if (model is None) == (predictions is None):
         raise UserError("give exactly one of --model (generate) or --predictions (score a file)")
+    if samples is not None:
+        if model is None:
+            raise UserError("--samples needs --model: self-consistency samples from the model")
+        if samples < 1:
+            raise UserError(f"--samples {samples}: give 1 or more")
+        if temperature <= 0:
+            raise UserError(f"--temperature {temperature}: sampling needs a temperature above 0")
     if write_predictions is not None:
         from nl2sql_align.predictions import format_for_path
 
@@ -324,6 +339,7 @@ def eval_(
     r = load_recipe(recipe, set_)
     examples = load_examples(data, db_dir=db_dir or r.data.db_dir, db=r.data.db, db_field=r.data.db_field, limit=limit)
     outputs = None
+    candidates = None
     if model is not None:
         from nl2sql_align.data import extract_sql
         from nl2sql_align.evaluate import generate_for_recipe, load_model_for_eval
@@ -331,6 +347,15 @@ def eval_(
         m, tok = load_model_for_eval(model)
         outputs = generate_for_recipe(m, tok, examples, r)
         preds = [extract_sql(o) for o in outputs]
+        if samples is not None:
+            from nl2sql_align.evaluate import sample_completions
+
+            sampled = sample_completions(
+                m, tok, examples, num_samples=samples, temperature=temperature, schema=r.data.schema,
+                system_prompt=r.data.system_prompt, max_new_tokens=r.eval.max_new_tokens,
+                batch_size=r.eval.batch_size, seed=r.seed,
+            )
+            candidates = [[extract_sql(o) for o in outs] for outs in sampled]
     else:
         preds = read_predictions(predictions, len(examples), [e.db_id for e in examples])
     if write_predictions is not None:
@@ -341,9 +366,11 @@ def eval_(
     with SQLExecutor(workers=r.eval.workers, timeout=timeout) as ex:
         rows = score_predictions(
             examples, preds, metric=metric, keep_distinct=keep_distinct, executor=ex, skip_bad_gold=skip_bad_gold,
-            raw_outputs=outputs, pred_dialect=dialect,
+            raw_outputs=outputs, pred_dialect=dialect, candidates=candidates,
         )
     summary = summarize(rows, metric)
+    if samples is not None:
+        summary.update(samples=samples, temperature=temperature)
     write_report(rows, summary, report)
     print_summary(summary, f"EX on {data}")
     typer.echo(f"report: {report}")

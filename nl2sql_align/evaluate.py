@@ -8,7 +8,8 @@ once per (database, gold SQL) before any prediction runs.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +170,19 @@ def score_predictions(
     skip_bad_gold: bool = False,
     raw_outputs: list[str] | None = None,
     pred_dialect: str | None = None,
+    candidates: list[list[str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per example: index, id, db, gold, pred, correct, executable, error (and hardness, raw output)."""
+    """One row per example: index, id, db, gold, pred, correct, executable, error (and hardness, raw output).
+
+    With `candidates` (sampled SQL, a list per example), every candidate is executed too (each distinct
+    (database, SQL) once) and the row gains the self-consistency answer (`vote`): voted_pred, voted_index,
+    voted_correct, voted_executable, and `candidates`, one {sql, executable, error, correct, group,
+    group_size} per candidate in sampling order (group: the candidate's result group, numbered by first
+    appearance; None and group_size 0 when it failed). The vote never sees the gold; `correct` is scored after."""
     if len(predictions) != len(examples):
         raise UserError(f"{len(predictions)} predictions for {len(examples)} examples: they must align one to one")
+    if candidates is not None and len(candidates) != len(examples):
+        raise UserError(f"candidates for {len(candidates)} examples, data has {len(examples)}")
     own = executor is None
     executor = executor or SQLExecutor()
     try:
@@ -187,7 +197,20 @@ def score_predictions(
             (ex.db, as_scored(p, keep_distinct, metric, pred_dialect or ex.db.dialect), pred_dialect)
             for ex, p in zip(examples, predictions, strict=True)
         ]
-        preds = executor.execute_many(jobs, progress=len(jobs) > 200)
+        # Each distinct (database, SQL) runs once: predictions repeat (the same model answer to similar
+        # questions, several runs scored together), and every run costs a guard parse and a worker round trip.
+        unique_jobs = list(dict.fromkeys(jobs))
+        done = dict(zip(unique_jobs, executor.execute_many(unique_jobs, progress=len(unique_jobs) > 200), strict=True))
+        preds = [done[j] for j in jobs]
+        cand_results = None
+        if candidates is not None:
+            keys = [
+                [(ex.db, as_scored(c, keep_distinct, metric, pred_dialect or ex.db.dialect), pred_dialect) for c in cs]
+                for ex, cs in zip(examples, candidates, strict=True)
+            ]
+            unique = list(dict.fromkeys(k for ks in keys for k in ks))
+            by_key = dict(zip(unique, executor.execute_many(unique, progress=len(unique) > 200), strict=True))
+            cand_results = [[by_key[k] for k in ks] for ks in keys]
     finally:
         if own:
             executor.close()
@@ -195,11 +218,7 @@ def score_predictions(
     for i, (ex, pred_sql, g, p) in enumerate(zip(examples, predictions, golds, preds, strict=True)):
         if not g.ok:
             continue  # only reachable with skip_bad_gold
-        # Results stop at the executor's row cap. Under Spider semantics row counts must be equal, so a result
-        # cut at the cap (more rows than the cap) never equals one that was not; two cut results, and BIRD's
-        # sets, are compared on the rows fetched (README, "Evaluation").
-        cut_apart = metric == "spider" and p.ok and g.truncated != p.truncated
-        correct = p.ok and not cut_apart and results_match(ex.sql, g.rows, p.rows, metric)
+        correct = _verdict(ex, g, p, metric)
         row = {
             "index": i,
             "id": ex.id,
@@ -214,8 +233,94 @@ def score_predictions(
         }
         if raw_outputs is not None:
             row["output"] = raw_outputs[i]
+        if cand_results is not None:
+            row.update(_voted_fields(ex, candidates[i], cand_results[i], g, metric))
         rows.append(row)
     return rows
+
+
+def _verdict(ex: Example, g: ExecResult, p: ExecResult, metric: str) -> bool:
+    # Results stop at the executor's row cap. Under Spider semantics row counts must be equal, so a result
+    # cut at the cap (more rows than the cap) never equals one that was not; two cut results, and BIRD's
+    # sets, are compared on the rows fetched (README, "Evaluation").
+    cut_apart = metric == "spider" and p.ok and g.truncated != p.truncated
+    return bool(p.ok and not cut_apart and results_match(ex.sql, g.rows, p.rows, metric))
+
+
+def _voted_fields(
+    ex: Example, sqls: list[str], results: list[ExecResult], gold: ExecResult, metric: str
+) -> dict[str, Any]:
+    groups = result_groups(results, metric)
+    sizes = Counter(k for k in groups if k is not None)
+    cands = [
+        {
+            "sql": sql,
+            "executable": r.ok,
+            "error": r.error,
+            "correct": _verdict(ex, gold, r, metric),
+            "group": k,
+            "group_size": sizes[k] if k is not None else 0,
+        }
+        for sql, r, k in zip(sqls, results, groups, strict=True)
+    ]
+    i = vote(sqls, results, metric)
+    chosen = cands[i] if cands else {"sql": "", "executable": False, "correct": False}
+    return {
+        "voted_index": i,
+        "voted_pred": chosen["sql"],
+        "voted_correct": chosen["correct"],
+        "voted_executable": chosen["executable"],
+        "candidates": cands,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Self-consistency (execution-based majority vote, as OmniSQL)
+
+
+def result_key(result: ExecResult, metric: str = "spider") -> Hashable | None:
+    """What two candidates must share to fall in one vote group; None when the candidate failed.
+
+    Spider: the multiset of rows (order-insensitive, duplicates count, like the metric's comparison without an
+    ORDER BY) plus whether the result was cut at the row cap (the metric never matches a cut result with an uncut
+    one). BIRD: the set of rows, as its metric. Column order matters in both: the Spider metric's column
+    permutation search is not a hashable equivalence, and two results that only permute columns are rare."""
+    if not result.ok:
+        return None
+    rows = result.rows or []
+    try:
+        hash(tuple(rows))
+    except TypeError:  # a cell holding a list or map (DuckDB LIST/STRUCT): group on its text instead
+        rows = [tuple(repr(v) for v in row) for row in rows]
+    if metric == "bird":
+        return frozenset(rows)
+    return frozenset(Counter(rows).items()), bool(result.truncated)
+
+
+def result_groups(results: Sequence[ExecResult], metric: str = "spider") -> list[int | None]:
+    """Each candidate's group number (groups numbered in order of first appearance), None where it failed."""
+    ids: dict[Hashable, int] = {}
+    out: list[int | None] = []
+    for r in results:
+        key = result_key(r, metric)
+        out.append(None if key is None else ids.setdefault(key, len(ids)))
+    return out
+
+
+def vote(candidates: Sequence[str], results: Sequence[ExecResult], metric: str = "spider") -> int:
+    """Index of the self-consistency answer among `candidates` (sampling order), given their execution results.
+
+    Candidates that fail are dropped; the rest are grouped by result (`result_key`); the answer is the first
+    member of the largest group, ties going to the group whose first member was sampled earliest. When every
+    candidate fails, the answer is candidate 0. The gold plays no part."""
+    if len(candidates) != len(results):
+        raise ValueError(f"{len(candidates)} candidates but {len(results)} results")
+    groups = result_groups(results, metric)
+    sizes = Counter(k for k in groups if k is not None)
+    if not sizes:
+        return 0
+    best = min(sizes, key=lambda k: (-sizes[k], k))  # k is the order of first appearance
+    return groups.index(best)
 
 
 def example_level(row: dict[str, Any]) -> str:
@@ -255,8 +360,13 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         xs = list(xs)
         return round(100.0 * sum(xs) / len(xs), 2) if xs else 0.0
 
+    voted = bool(rows) and all("voted_correct" in r for r in rows)
+
     def group(rs: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"n": len(rs), "ex": pct(r["correct"] for r in rs), "executable": pct(r["executable"] for r in rs)}
+        g = {"n": len(rs), "ex": pct(r["correct"] for r in rs), "executable": pct(r["executable"] for r in rs)}
+        if voted:
+            g["ex_voted"] = pct(r["voted_correct"] for r in rs)
+        return g
 
     out: dict[str, Any] = {
         "metric": metric,
@@ -264,6 +374,8 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         "ex": pct(r["correct"] for r in rows),
         "executable": pct(r["executable"] for r in rows),
     }
+    if voted:
+        out["ex_voted"] = pct(r["voted_correct"] for r in rows)
     by_level: dict[str, list] = defaultdict(list)
     by_db: dict[str, list] = defaultdict(list)
     for r in rows:
@@ -304,16 +416,23 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
     from rich.console import Console
     from rich.table import Table
 
+    voted = "ex_voted" in summary
+
     def new_table(title: str, first: str) -> Table:
         table = Table(title=title)
         table.add_column(first)
-        for col in ("n", "EX %", "executable %"):
+        cols = ("n", "EX %", f"voted EX % ({summary.get('samples', '?')} samples)", "executable %") if voted else (
+            "n", "EX %", "executable %")
+        for col in cols:
             table.add_column(col, justify="right")
         return table
 
     def add(table: Table, name: str, g: dict[str, Any], style: str | None = None) -> None:
         executable = f"{g['executable']:.1f}" if "executable" in g else ""
-        table.add_row(name, str(g["n"]), f"{g['ex']:.1f}", executable, style=style)
+        cells = [str(g["n"]), f"{g['ex']:.1f}"]
+        if voted:
+            cells.append(f"{g['ex_voted']:.1f}" if "ex_voted" in g else "")
+        table.add_row(name, *cells, executable, style=style)
 
     console = Console()
     levels = new_table(title, "level")
@@ -323,6 +442,11 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
     if "ex_complex" in summary:
         add(levels, "complex (hard+extra)", summary["ex_complex"], style="italic")
     levels.caption = f"metric: {summary['metric']}"
+    if voted:
+        levels.caption += (
+            f"; EX: greedy; voted EX: majority of {summary.get('samples')} samples at temperature "
+            f"{summary.get('temperature')} by execution result"
+        )
     console.print(levels)
     if summary.get("ex_by_db"):
         dbs = new_table("EX per database", "database")

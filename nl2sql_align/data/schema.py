@@ -4,12 +4,20 @@ The format is what OmniSQL and DAIL-SQL found to work: CREATE TABLE DDL with pri
 comment per column with a few distinct example values. The text is deterministic (tables and columns in
 definition order, example values in row order) so that the same database always gives the same prompt.
 
+BIRD ships a `database_description/<table>.csv` per table next to each database; where that folder exists, the
+column descriptions (and a shortened value description) join the DDL column comments. Those files come in
+mixed encodings and occasionally broken; an unreadable file is skipped with one warning, never an error.
+
 These are our own fixed catalogue queries, not model output, so they run on a plain read-only connection
 rather than through the sandbox.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import logging
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -18,6 +26,8 @@ from pathlib import Path
 from nl2sql_align.errors import DataError
 from nl2sql_align.sql import Database
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Column:
@@ -25,6 +35,7 @@ class Column:
     type: str
     primary_key: bool = False
     examples: list = field(default_factory=list)
+    description: str = ""  # from BIRD's database_description/<table>.csv, already shortened
 
 
 @dataclass
@@ -42,7 +53,7 @@ def schema_text(db: Database, example_values: int = 3, max_value_chars: int = 40
 @lru_cache(maxsize=256)
 def _schema_text(path: str, engine: str, example_values: int, max_value_chars: int, format: str) -> str:
     tables = read_schema(Database(path, engine), example_values)
-    if format == "compact":
+    if format == "compact":  # the short format for small models and contexts: no descriptions
         return "\n".join(render_compact(t, max_value_chars) for t in tables)
     return "\n\n".join(render_table(t, max_value_chars) for t in tables)
 
@@ -51,8 +62,96 @@ def read_schema(db: Database, example_values: int = 3) -> list[Table]:
     if not Path(db.path).is_file():
         raise DataError(f"database not found: {db.path}")
     if db.engine == "sqlite":
-        return _sqlite_schema(db.path, example_values)
-    return _duckdb_schema(db.path, example_values)
+        tables = _sqlite_schema(db.path, example_values)
+    else:
+        tables = _duckdb_schema(db.path, example_values)
+    descriptions = read_descriptions(Path(db.path).parent / "database_description")
+    for t in tables:
+        by_column = descriptions.get(t.name.strip().lower(), {})
+        for c in t.columns:
+            c.description = by_column.get(c.name.strip().lower(), "")
+    return tables
+
+
+# ---------------------------------------------------------------------------------------------------------
+# BIRD column descriptions
+
+_DESCRIPTION_CHARS = 120
+_VALUE_DESCRIPTION_CHARS = 100
+_warned_files: set[str] = set()
+
+
+def read_descriptions(folder: Path) -> dict[str, dict[str, str]]:
+    """{table (lower case): {column (lower case): comment text}} from BIRD's `database_description/*.csv`.
+
+    Files are matched to tables by name without case; rows to columns by `original_column_name`, then by
+    `column_name` (BIRD's expanded name), without case. A missing folder gives {}; a file that cannot be read
+    or has no `original_column_name` header is skipped with a warning (once per file and process)."""
+    if not folder.is_dir():
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for f in sorted(folder.iterdir()):
+        if f.suffix.lower() != ".csv" or not f.is_file():
+            continue
+        try:
+            cols = _read_description_file(f)
+        except Exception as e:  # a broken description must never stop a run
+            if str(f) not in _warned_files:
+                _warned_files.add(str(f))
+                log.warning("ignoring BIRD column descriptions in %s: %s", f, e)
+            continue
+        out.setdefault(f.stem.strip().lower(), {}).update(cols)
+    return out
+
+
+def _decode(raw: bytes) -> str:
+    for enc in ("utf-8-sig", "cp1252"):
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("latin-1")  # never fails
+
+
+def _clean(text: str | None, limit: int) -> str:
+    s = re.sub(r"commonsense evidence:", " ", (text or "").replace("\ufeff", ""), flags=re.IGNORECASE)
+    s = re.sub(r"\s+", " ", s).strip()
+    return s if len(s) <= limit else s[: limit - 3].rstrip() + "..."
+
+
+def _read_description_file(f: Path) -> dict[str, str]:
+    rows = list(csv.reader(io.StringIO(_decode(f.read_bytes()), newline="")))
+    if not rows:
+        raise ValueError("empty file")
+    header = [_clean(h, 100).lower() for h in rows[0]]
+    if "original_column_name" not in header:
+        raise ValueError("no original_column_name header")
+    idx = {name: header.index(name) for name in header}
+
+    def get(row: list[str], name: str) -> str:
+        i = idx.get(name)
+        return row[i] if i is not None and i < len(row) else ""
+
+    out: dict[str, str] = {}
+    by_expanded: dict[str, str] = {}
+    for row in rows[1:]:
+        original = get(row, "original_column_name").strip()
+        if not original:
+            continue
+        expanded = _clean(get(row, "column_name"), _DESCRIPTION_CHARS)
+        desc = _clean(get(row, "column_description"), _DESCRIPTION_CHARS)
+        if not desc and expanded.lower() not in ("", original.lower(), original.replace("_", " ").lower()):
+            desc = expanded  # the expanded name says something the bare name does not
+        values = _clean(get(row, "value_description"), _VALUE_DESCRIPTION_CHARS)
+        if values and values.lower() != desc.lower():
+            desc = f"{desc} ({values})" if desc else values
+        if not desc:
+            continue
+        out.setdefault(original.lower(), desc)
+        if expanded:
+            by_expanded.setdefault(expanded.lower(), desc)
+    # Some files name a column only in its expanded form; an original name always wins.
+    return by_expanded | out
 
 
 def _q(name: str) -> str:
@@ -178,7 +277,10 @@ def render_table(t: Table, max_value_chars: int = 40) -> str:
     n = len(lines) + len(extra)
     for i, (line, c) in enumerate(lines):
         sep = "," if i < n - 1 else ""
-        comment = f" -- examples: {', '.join(_literal(v, max_value_chars) for v in c.examples)}" if c.examples else ""
+        notes = [c.description] if c.description else []
+        if c.examples:
+            notes.append(f"examples: {', '.join(_literal(v, max_value_chars) for v in c.examples)}")
+        comment = f" -- {'; '.join(notes)}" if notes else ""
         out.append(line + sep + comment)
     for j, line in enumerate(extra):
         out.append(line + ("," if len(lines) + j < n - 1 else ""))
