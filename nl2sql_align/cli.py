@@ -413,6 +413,34 @@ def merge(
     typer.echo(f"merge: wrote {out}")
 
 
+@app.command(context_settings={"allow_extra_args": True})
+def compare(
+    ctx: typer.Context,
+    runs: Annotated[
+        list[Path],
+        typer.Option("--runs", help="Trained output folders (sft, rm, dpo, ppo, grpo): --runs A B C (or --runs A --runs B)."),
+    ],
+    data: Annotated[str, typer.Option(help="Eval set every run is scored on: demo:dev, spider:DIR, bird:DIR, FILE.")],
+    report: Annotated[Path, typer.Option(help="Folder for report.md, summary.json, ex/cost/curves.png, runs/<name>/.")] = Path(
+        "out/compare"
+    ),
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
+    metric: Annotated[str, typer.Option(help="spider (test-suite exec match) or bird (set equality).")] = "spider",
+    db_dir: Annotated[str | None, typer.Option(help="Folder of databases named by db_id (JSONL/alpaca data).")] = None,
+) -> None:
+    """Score trained runs on one eval set (greedy, each with its own recipe's prompt) beside their training cost."""
+    from nl2sql_align.compare import compare_runs, print_table
+    from nl2sql_align.stages.runner import resolved_command
+
+    extra = list(ctx.args)  # `--runs A B C`: click takes A for --runs and leaves B, C as extra arguments
+    if any(a.startswith("-") for a in extra):
+        raise UserError(f"compare: unknown option(s) {' '.join(a for a in extra if a.startswith('-'))}")
+    runs = [*runs, *map(Path, extra)]
+    summary = compare_runs(runs, data, report, limit=limit, metric=metric, db_dir=db_dir, command=resolved_command())
+    print_table(summary)
+    typer.echo(f"report: {report}")
+
+
 @app.command()
 def demo(
     recipe: Annotated[Path, typer.Option(help="SFT recipe for the demo.")] = Path("recipes/tiny-sft.toml"),

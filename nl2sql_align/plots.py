@@ -105,3 +105,80 @@ def plot_ex_by_level(summary: dict, path: Path, title: str | None = None) -> Pat
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `compare --runs`: several runs side by side (records as written by nl2sql_align.compare.run_record)
+
+
+def plot_compare_ex(records: list[dict], path: Path, title: str) -> Path:
+    """Grouped bars: for each run, EX overall and per hardness level."""
+    plt = _pyplot()
+    levels = ["all", *dict.fromkeys(k for r in records for k in r.get("ex_by_hardness", {}))]
+    width = 0.8 / max(1, len(records))
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(levels) * max(1, len(records)) ** 0.5 + 2), 4))
+    for i, r in enumerate(records):
+        values = [r["ex"] if lv == "all" else r.get("ex_by_hardness", {}).get(lv, 0.0) for lv in levels]
+        xs = [j + (i - (len(records) - 1) / 2) * width for j in range(len(levels))]
+        bars = ax.bar(xs, values, width=width, label=f"{r['name']} ({r['stage']})")
+        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+    ax.set_xticks(range(len(levels)), levels)
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("execution accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_compare_cost(records: list[dict], path: Path) -> Path:
+    """Three bar charts side by side: training wall time, seconds per step, peak memory (CUDA if any, else RSS)."""
+    plt = _pyplot()
+    names = [r["name"] for r in records]
+    panels = [
+        ("training wall time (s)", [r.get("train_seconds") for r in records]),
+        ("seconds per step", [r.get("seconds_per_step") for r in records]),
+        ("peak memory (MB)", [r.get("peak_memory_mb") for r in records]),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.2 * len(names) * 3), 3.8))
+    for ax, (label, values) in zip(axes, panels, strict=True):
+        bars = ax.bar(names, [v or 0 for v in values], color="#4c72b0")
+        ax.bar_label(bars, labels=["-" if v is None else f"{v:.3g}" for v in values], fontsize=8)
+        ax.set_title(label)
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.grid(axis="y", alpha=0.3)
+    kinds = sorted({r.get("peak_memory_kind", "RSS") for r in records})
+    axes[2].set_title(f"peak memory (MB, {'/'.join(kinds)})")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_compare_curves(runs: list[tuple[str, str, list[dict]]], keys: list[str | None], path: Path) -> Path:
+    """One panel per run with its main training curve (`keys[i]` vs step; loss or reward): scales differ."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(runs), figsize=(max(5, 4 * len(runs)), 3.6), squeeze=False)
+    for ax, (name, stage, rows), key in zip(axes[0], runs, keys, strict=True):
+        pts = [
+            (r["step"], r[key]) for r in rows
+            if key and r.get("event") != "train_end" and isinstance(r.get(key), (int, float)) and "step" in r
+        ]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", markersize=2)
+        else:
+            ax.text(0.5, 0.5, "no curve logged", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key or "-")
+        ax.set_title(f"{name} ({stage})")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import SPIDER
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["sft", "rm", "dpo", "grpo", "pairs", "eval", "data", "validate", "merge", "demo"]
+COMMANDS = ["sft", "rm", "dpo", "ppo", "grpo", "pairs", "eval", "data", "validate", "merge", "compare", "demo"]
 
 
 def cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:

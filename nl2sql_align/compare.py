@@ -1,0 +1,268 @@
+"""`compare --runs`: score trained output folders on one eval set and put their accuracy beside their cost.
+
+Each run is scored with the prompt it was trained with (its recipe.resolved.toml [data] settings) and greedy
+decoding; its training cost is read from the `train_end` row that `MetricsLogger` wrote to metrics.jsonl, never
+re-measured. Everything about a run is checked before any model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nl2sql_align.errors import UserError
+
+_STAGES = ("sft", "rm", "dpo", "ppo", "grpo")
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    stage: str
+    train_end: dict[str, Any]
+    recipe_path: Path | None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_stage(run: Path) -> str:
+    """The stage from the model card title ("# <name>: <stage> on <data>"), else from the command in the
+    resolved recipe's header ("Reproduce: nl2sql-align <stage> ..."); "?" when neither says."""
+    card = run / "README.md"
+    if card.is_file():
+        first = card.read_text(encoding="utf-8").splitlines()[:1]
+        m = re.match(r"#\s.*:\s+(\S+)\s+on\s", first[0]) if first else None
+        if m and m.group(1) in _STAGES:
+            return m.group(1)
+    resolved = run / "recipe.resolved.toml"
+    if resolved.is_file():
+        for line in resolved.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("#"):
+                break
+            m = re.search(r"nl2sql-align\s+(\S+)", line)
+            if m and m.group(1) in _STAGES:
+                return m.group(1)
+    return "?"
+
+
+def load_run(path: Path, name: str) -> Run:
+    """Check a run folder and read what the comparison needs from it; a UserError says what is missing."""
+    from nl2sql_align.plots import read_metrics
+
+    if not path.is_dir():
+        raise UserError(f"--runs {path}: no such folder")
+    metrics_path = path / "metrics.jsonl"
+    if not metrics_path.is_file():
+        raise UserError(
+            f"--runs {path}: no metrics.jsonl in this folder; compare reads the training cost from it "
+            "(give an output folder of sft, dpo, ppo or grpo)"
+        )
+    try:
+        rows = read_metrics(metrics_path)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--runs {path}: metrics.jsonl is not valid JSONL ({e})") from None
+    ends = [r for r in rows if r.get("event") == "train_end"]
+    if not ends:
+        raise UserError(
+            f"--runs {path}: metrics.jsonl has no train_end row (the run did not finish, or was trained by an "
+            "older version); compare needs its training time, steps and memory"
+        )
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        raise UserError(f"--runs {path}: no config.json or adapter_config.json, so no model to evaluate")
+    stage = read_stage(path)
+    if stage == "rm":
+        raise UserError(
+            f"--runs {path}: a reward model scores answers, it does not write SQL, so it has no EX; compare the "
+            "policies trained with it (ppo with reward.model) instead"
+        )
+    resolved = path / "recipe.resolved.toml"
+    return Run(path, name, stage, ends[-1], resolved if resolved.is_file() else None, rows)
+
+
+def run_names(paths: list[Path]) -> list[str]:
+    """Folder names, made unique with the parent's name (then a number) where two runs share one."""
+    names = [p.name or str(p) for p in paths]
+    for i, p in enumerate(paths):
+        if names.count(names[i]) > 1:
+            names[i] = f"{p.parent.name}-{p.name}" if p.parent.name else p.name
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n}-{seen[n]}")
+    return out
+
+
+def machine() -> dict[str, Any]:
+    """The machine this comparison ran on (where the evaluation happened)."""
+    gpu = "no GPU"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(), "gpu": gpu}
+
+
+def main_curve_key(stage: str, rows: list[dict[str, Any]]) -> str | None:
+    """The series that shows a run learning: the loss for sft/dpo/rm, the mean reward for grpo/ppo."""
+    present = {k for r in rows if r.get("event") != "train_end" for k, v in r.items() if isinstance(v, (int, float))}
+    order = ("reward", "rewards/execution/mean", "loss") if stage in ("grpo", "ppo") else ("loss", "reward")
+    return next((k for k in order if k in present), None)
+
+
+def _peak_memory(end: dict[str, Any]) -> tuple[float | None, str]:
+    if end.get("cuda_max_allocated_mb") is not None:
+        return end["cuda_max_allocated_mb"], "CUDA"
+    return end.get("peak_rss_mb"), "RSS"
+
+
+def run_record(run: Run, summary: dict[str, Any], report_dir: Path) -> dict[str, Any]:
+    end = run.train_end
+    peak, kind = _peak_memory(end)
+    key = main_curve_key(run.stage, run.metrics)
+    return {
+        "name": run.name,
+        "path": str(run.path),
+        "stage": run.stage,
+        "prompt_from": str(run.recipe_path) if run.recipe_path else "defaults (no recipe.resolved.toml)",
+        "n": summary["n"],
+        "ex": summary["ex"],
+        "ex_complex": summary["ex_complex"]["ex"] if "ex_complex" in summary else None,
+        "n_complex": summary["ex_complex"]["n"] if "ex_complex" in summary else 0,
+        "executable": summary["executable"],
+        "ex_by_hardness": {k: v["ex"] for k, v in summary.get("ex_by_hardness", {}).items()},
+        "train_seconds": end.get("train_seconds"),
+        "steps": end.get("steps"),
+        "seconds_per_step": end.get("seconds_per_step"),
+        "peak_memory_mb": peak,
+        "peak_memory_kind": kind,
+        "peak_rss_mb": end.get("peak_rss_mb"),
+        "cuda_max_allocated_mb": end.get("cuda_max_allocated_mb"),
+        "num_tokens": end.get("num_tokens"),
+        "tokens_per_second": end.get("tokens_per_second"),
+        "curve": key,
+        "report": str(report_dir),
+    }
+
+
+COLUMNS = (
+    "run", "stage", "EX %", "EX complex %", "executable %", "train time (s)", "steps", "s/step", "peak memory (MB)",
+    "tokens/s",
+)
+
+
+def _fmt(v: Any, spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
+
+
+def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            r["name"], r["stage"], _fmt(r["ex"]),
+            "-" if r["ex_complex"] is None else f"{r['ex_complex']:.1f} (n={r['n_complex']})",
+            _fmt(r["executable"]), _fmt(r["train_seconds"]), _fmt(r["steps"], "d"), _fmt(r["seconds_per_step"], ".3f"),
+            "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f} ({r['peak_memory_kind']})",
+            _fmt(r["tokens_per_second"]),
+        ]
+        for r in records
+    ]
+
+
+def write_markdown(summary: dict[str, Any], path: Path) -> None:
+    recs = summary["runs"]
+    m = summary["machine"]
+    lines = [
+        f"# Comparison of {len(recs)} runs on {summary['data']}",
+        "",
+        f"Execution accuracy ({summary['metric']} semantics, greedy) on {summary['n']} examples of "
+        f"`{summary['data']}`; each run is prompted with its own recipe's [data] settings. Training cost is read "
+        "from each run's `metrics.jsonl` (`train_end` row), as measured where the run trained. EX complex: the "
+        "hard + extra levels together.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(recs)]
+    levels = list(dict.fromkeys(k for r in recs for k in r["ex_by_hardness"]))
+    if levels:
+        lines += ["", "EX % per level:", "", "| run | " + " | ".join(levels) + " |",
+                  "|---|" + "|".join("---:" for _ in levels) + "|"]
+        lines += [
+            f"| {r['name']} | " + " | ".join(_fmt(r["ex_by_hardness"].get(k)) for k in levels) + " |" for r in recs
+        ]
+    lines += [
+        "",
+        f"Machine (this comparison): {m['platform']}, Python {m['python']}, {m['cpus']} CPUs, {m['gpu']}.",
+        "",
+        f"Command: `{summary['command']}`",
+        "",
+        "Runs: " + ", ".join(f"{r['name']} = `{r['path']}` (per-example report: `runs/{r['name']}/`)" for r in recs),
+        "",
+        "Charts: `ex.png` (EX overall and per level), `cost.png` (training time, seconds per step, peak memory), "
+        "`curves.png` (each run's main training curve).",
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Compare on {summary['data']} (n={summary['n']}, {summary['metric']})")
+    for i, col in enumerate(COLUMNS):
+        table.add_column(col, justify="left" if i < 2 else "right")
+    for row in table_rows(summary["runs"]):
+        table.add_row(*row)
+    m = summary["machine"]
+    table.caption = f"{m['platform']}, {m['cpus']} CPUs, {m['gpu']}"
+    Console().print(table)
+
+
+def compare_runs(
+    paths: list[Path], data: str, report: Path, *, limit: int | None = None, metric: str = "spider",
+    db_dir: str | None = None, command: str = "nl2sql-align compare",
+) -> dict[str, Any]:
+    """Score each run on `data`, write report.md, summary.json, ex.png, cost.png, curves.png and
+    runs/<name>/ (each run's eval report) under `report`; returns the summary."""
+    from nl2sql_align.data import load_examples
+    from nl2sql_align.evaluate import evaluate_model, load_model_for_eval
+    from nl2sql_align.plots import plot_compare_cost, plot_compare_curves, plot_compare_ex
+    from nl2sql_align.recipe import load_recipe
+
+    if metric not in ("spider", "bird"):
+        raise UserError(f"--metric {metric!r}: choose spider or bird")
+    if not paths:
+        raise UserError("--runs: give at least one output folder")
+    runs = [load_run(p, n) for p, n in zip(paths, run_names(paths), strict=True)]  # all checked before any model loads
+    recipes = [load_recipe(r.recipe_path, [f"eval.metric={metric}"]) for r in runs]
+    examples = load_examples(data, db_dir=db_dir, limit=limit)
+    if not examples:
+        raise UserError(f"--data {data}: no examples")
+    records = []
+    for run, recipe in zip(runs, recipes, strict=True):
+        model, tok = load_model_for_eval(str(run.path))
+        out_dir = report / "runs" / run.name
+        summary = evaluate_model(model, tok, examples, recipe, report_dir=out_dir, print_table=False)
+        del model
+        records.append(run_record(run, summary, out_dir))
+    summary = {
+        "data": data, "limit": limit, "metric": metric, "n": records[0]["n"], "command": command,
+        "machine": machine(), "runs": records,
+    }
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_markdown(summary, report / "report.md")
+    short = data if len(data) <= 30 else "..." + data[-27:]  # a long path would run off the chart
+    plot_compare_ex(records, report / "ex.png", f"EX ({metric}) on {short}, n={summary['n']}")
+    plot_compare_cost(records, report / "cost.png")
+    plot_compare_curves([(r.name, r.stage, r.metrics) for r in runs], [rec["curve"] for rec in records],
+                        report / "curves.png")
+    return summary

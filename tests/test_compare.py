@@ -1,0 +1,124 @@
+"""`compare --runs`: trained folders scored on one eval set, beside the training cost from their metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nl2sql_align.stages import sft
+from tests.conftest import stage_recipe
+from tests.test_cli import cli
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _train(model_dir: Path, out: Path, *extra: str) -> Path:
+    return sft.run(
+        stage_recipe(
+            "sft", model_dir, out, "data.train_limit=16", 'data.eval=""', "train.logging_steps=1",
+            "train.per_device_train_batch_size=8", "train.learning_rate=3e-3", *extra,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("compare")
+    a = _train(tiny_model_dir, root / "a", "train.max_steps=2")
+    b = _train(tiny_model_dir, root / "b", "train.max_steps=3", "seed=1")
+    return a, b
+
+
+def _train_end(run: Path) -> dict:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("event") == "train_end"][-1]
+
+
+def _preds(report: Path) -> list[str]:
+    return [json.loads(line)["pred"] for line in (report / "per_example.jsonl").read_text().splitlines()]
+
+
+def test_compare_reports_eval_and_training_cost(two_runs, tmp_path: Path):
+    a, b = two_runs
+    out = tmp_path / "cmp"
+    p = cli("compare", "--runs", str(a), str(b), "--data", "demo:dev", "--limit", "8", "--report", str(out))
+    for name in ("report.md", "summary.json", "ex.png", "cost.png", "curves.png"):
+        assert (out / name).is_file(), name
+    for name in ("ex.png", "cost.png", "curves.png"):
+        assert (out / name).read_bytes()[:8] == PNG, name
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["name"] for r in summary["runs"]] == ["a", "b"]
+    assert summary["n"] == 8 and summary["data"] == "demo:dev"
+    report = (out / "report.md").read_text()
+    for run in summary["runs"]:
+        run_dir = Path(run["path"])
+        assert run["stage"] == "sft" and run["curve"] == "loss"
+        # The same model, data and prompt through `eval` gives the same EX.
+        ev = tmp_path / f"eval-{run['name']}"
+        cli("eval", "--model", str(run_dir), "--data", "demo:dev", "--limit", "8", "--report", str(ev),
+            "--recipe", str(run_dir / "recipe.resolved.toml"))
+        evs = json.loads((ev / "summary.json").read_text())
+        assert run["ex"] == evs["ex"] and run["executable"] == evs["executable"] and run["n"] == evs["n"]
+        assert run["ex_by_hardness"] == {k: v["ex"] for k, v in evs["ex_by_hardness"].items()}
+        # ... because each model saw the same prompts and wrote the same SQL (EX alone may be 0 for a 2-step run).
+        assert _preds(out / "runs" / run["name"]) == _preds(ev)
+        # Each run's own per-example report is kept.
+        assert (out / "runs" / run["name"] / "per_example.jsonl").is_file()
+        # Training cost comes from the run's train_end row, unchanged.
+        end = _train_end(run_dir)
+        assert run["steps"] == end["steps"] and run["seconds_per_step"] == end["seconds_per_step"]
+        assert run["train_seconds"] == end["train_seconds"]
+        assert run["peak_memory_mb"] == end.get("cuda_max_allocated_mb", end["peak_rss_mb"])
+        assert f"| {run['name']} | sft | {run['ex']:.1f} |" in report
+    assert [r["steps"] for r in summary["runs"]] == [2, 3]
+    assert "compare --runs" in summary["command"] and summary["command"] in report
+    assert summary["machine"]["cpus"] and summary["machine"]["gpu"] in report
+    assert "EX %" in p.stdout and "s/step" in p.stdout  # the terminal table
+
+
+def test_compare_names_a_run_without_metrics(two_runs, tmp_path: Path):
+    a, _ = two_runs
+    broken = tmp_path / "broken-run"
+    shutil.copytree(a, broken)
+    (broken / "metrics.jsonl").unlink()
+    out = tmp_path / "cmp"
+    p = cli("compare", "--runs", str(a), str(broken), "--data", "demo:dev", "--limit", "8", "--report", str(out),
+            check=False)
+    assert p.returncode != 0
+    assert str(broken) in p.stderr and "metrics.jsonl" in p.stderr and "Traceback" not in p.stderr
+    assert not (out / "runs").exists(), "no run is evaluated when one folder is unusable"
+    # A metrics.jsonl without the train_end row is just as clear.
+    rows = [line for line in (a / "metrics.jsonl").read_text().splitlines() if '"train_end"' not in line]
+    (broken / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    p = cli("compare", "--runs", str(broken), "--data", "demo:dev", "--report", str(out), check=False)
+    assert p.returncode != 0 and str(broken) in p.stderr and "train_end" in p.stderr
+    # A reward model writes no SQL: named, not scored.
+    (broken / "metrics.jsonl").write_text((a / "metrics.jsonl").read_text())
+    card = broken / "README.md"
+    card.write_text(card.read_text().replace(": sft on ", ": rm on ", 1))
+    p = cli("compare", "--runs", str(broken), "--data", "demo:dev", "--report", str(out), check=False)
+    assert p.returncode != 0 and str(broken) in p.stderr and "reward model" in p.stderr
+
+
+def test_compare_scores_a_trained_model_like_eval(subset_sft, two_runs, tmp_path: Path):
+    """A run that has learned something (nonzero EX) next to one that has not: compare tells them apart and
+    agrees with `eval` on each."""
+    data, warm = subset_sft
+    a, _ = two_runs
+    out = tmp_path / "cmp"
+    cli("compare", "--runs", str(warm), str(a), "--data", str(data), "--report", str(out))
+    runs = json.loads((out / "summary.json").read_text())["runs"]
+    assert runs[0]["ex"] > runs[1]["ex"]
+    for run in runs:
+        ev = tmp_path / f"eval-{run['name']}"
+        cli("eval", "--model", run["path"], "--data", str(data), "--report", str(ev),
+            "--recipe", str(Path(run["path"]) / "recipe.resolved.toml"))
+        assert run["ex"] == json.loads((ev / "summary.json").read_text())["ex"]
+
+
+def test_compare_help():
+    p = cli("compare", "--help")
+    assert "--runs" in p.stdout and "--data" in p.stdout and "--report" in p.stdout
