@@ -81,7 +81,9 @@ class ValueHeadModel(nn.Module):
         hidden = out.hidden_states[-1]
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        values = self.v_head(hidden.to(self.v_head.weight.dtype)).squeeze(-1)
+        # The head's device and dtype: a model spread over GPUs (device_map="auto") ends on its last one.
+        values = self.v_head(hidden.to(self.v_head.weight.device, self.v_head.weight.dtype)).squeeze(-1)
+        values = values.to(out.logits.device)
         return out.logits, values
 
     def save_value_head(self, folder: str | Path) -> None:
