@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nl2sql_align.errors import UserError
-
-_STAGES = ("sft", "rm", "dpo", "ppo", "grpo")
+from nl2sql_align.stages import STAGES
 
 
 @dataclass
@@ -37,7 +36,7 @@ def read_stage(run: Path) -> str:
     if card.is_file():
         first = card.read_text(encoding="utf-8").splitlines()[:1]
         m = re.match(r"#\s.*:\s+(\S+)\s+on\s", first[0]) if first else None
-        if m and m.group(1) in _STAGES:
+        if m and m.group(1) in STAGES:
             return m.group(1)
     resolved = run / "recipe.resolved.toml"
     if resolved.is_file():
@@ -45,7 +44,7 @@ def read_stage(run: Path) -> str:
             if not line.startswith("#"):
                 break
             m = re.search(r"nl2sql-align\s+(\S+)", line)
-            if m and m.group(1) in _STAGES:
+            if m and m.group(1) in STAGES:
                 return m.group(1)
     return "?"
 
@@ -74,7 +73,7 @@ def load_run(path: Path, name: str) -> Run:
         )
     if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         raise UserError(f"--runs {path}: no config.json or adapter_config.json, so no model to evaluate")
-    stage = read_stage(path)
+    stage = ends[-1].get("stage") or read_stage(path)  # runs trained before the row named its stage: read it back
     if stage == "rm":
         raise UserError(
             f"--runs {path}: a reward model scores answers, it does not write SQL, so it has no EX; compare the "

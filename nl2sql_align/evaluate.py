@@ -143,15 +143,20 @@ def load_model_for_eval(model_dir: str):
 # Scoring
 
 
+def run_once(executor: SQLExecutor, jobs: list[tuple]) -> list[ExecResult]:
+    """Results aligned with `jobs`, each distinct (database, SQL, dialect) executed once: golds, predictions and
+    samples repeat, and every execution costs a guard parse and a worker round trip."""
+    unique = list(dict.fromkeys(jobs))
+    done = dict(zip(unique, executor.execute_many(unique, progress=len(unique) > 200), strict=True))
+    return [done[j] for j in jobs]
+
+
 def gold_results(
     examples: list[Example], executor: SQLExecutor, keep_distinct: bool = False, metric: str = "spider"
 ) -> tuple[list[ExecResult], list[str]]:
     """Execute each distinct (database, gold SQL) once. Returns results aligned with examples, and the errors."""
     keys = [(ex.db, as_scored(ex.sql, keep_distinct, metric, ex.dialect or ex.db.dialect), ex.dialect) for ex in examples]
-    unique = list(dict.fromkeys(keys))
-    results = executor.execute_many(unique, progress=len(unique) > 200)
-    by_key = dict(zip(unique, results, strict=True))
-    aligned = [by_key[k] for k in keys]
+    aligned = run_once(executor, keys)
     errors = [
         f"{ex.source or ex.id}: gold SQL fails on {ex.db.path}: {r.error}"
         for ex, r in zip(examples, aligned, strict=True)
@@ -193,24 +198,16 @@ def score_predictions(
                 "Fix the data, or pass --skip-bad-gold to leave those examples out.",
             )
         # pred_dialect: the dialect predictions are written in (None: each database's own); sqlglot transpiles.
-        jobs = [
-            (ex.db, as_scored(p, keep_distinct, metric, pred_dialect or ex.db.dialect), pred_dialect)
-            for ex, p in zip(examples, predictions, strict=True)
-        ]
-        # Each distinct (database, SQL) runs once: predictions repeat (the same model answer to similar
-        # questions, several runs scored together), and every run costs a guard parse and a worker round trip.
-        unique_jobs = list(dict.fromkeys(jobs))
-        done = dict(zip(unique_jobs, executor.execute_many(unique_jobs, progress=len(unique_jobs) > 200), strict=True))
-        preds = [done[j] for j in jobs]
-        cand_results = None
-        if candidates is not None:
-            keys = [
-                [(ex.db, as_scored(c, keep_distinct, metric, pred_dialect or ex.db.dialect), pred_dialect) for c in cs]
-                for ex, cs in zip(examples, candidates, strict=True)
-            ]
-            unique = list(dict.fromkeys(k for ks in keys for k in ks))
-            by_key = dict(zip(unique, executor.execute_many(unique, progress=len(unique) > 200), strict=True))
-            cand_results = [[by_key[k] for k in ks] for ks in keys]
+        def job(ex: Example, sql: str) -> tuple:
+            return ex.db, as_scored(sql, keep_distinct, metric, pred_dialect or ex.db.dialect), pred_dialect
+
+        # Greedy predictions and sampled candidates in one batch: a greedy answer is often among the samples.
+        jobs = [job(ex, p) for ex, p in zip(examples, predictions, strict=True)]
+        for ex, cs in zip(examples, candidates or [], strict=False):
+            jobs += [job(ex, c) for c in cs]
+        results = iter(run_once(executor, jobs))
+        preds = [next(results) for _ in examples]
+        cand_results = [[next(results) for _ in cs] for cs in candidates] if candidates is not None else None
     finally:
         if own:
             executor.close()
@@ -251,7 +248,7 @@ def _voted_fields(
     ex: Example, sqls: list[str], results: list[ExecResult], gold: ExecResult, metric: str
 ) -> dict[str, Any]:
     groups = result_groups(results, metric)
-    sizes = Counter(k for k in groups if k is not None)
+    i, sizes = _pick(groups)
     cands = [
         {
             "sql": sql,
@@ -263,7 +260,6 @@ def _voted_fields(
         }
         for sql, r, k in zip(sqls, results, groups, strict=True)
     ]
-    i = vote(sqls, results, metric)
     chosen = cands[i] if cands else {"sql": "", "executable": False, "correct": False}
     return {
         "voted_index": i,
@@ -315,12 +311,16 @@ def vote(candidates: Sequence[str], results: Sequence[ExecResult], metric: str =
     candidate fails, the answer is candidate 0. The gold plays no part."""
     if len(candidates) != len(results):
         raise ValueError(f"{len(candidates)} candidates but {len(results)} results")
-    groups = result_groups(results, metric)
+    return _pick(result_groups(results, metric))[0]
+
+
+def _pick(groups: list[int | None]) -> tuple[int, Counter]:
+    """(the voted index, each group's size) from the candidates' group numbers; see `vote`."""
     sizes = Counter(k for k in groups if k is not None)
     if not sizes:
-        return 0
+        return 0, sizes
     best = min(sizes, key=lambda k: (-sizes[k], k))  # k is the order of first appearance
-    return groups.index(best)
+    return groups.index(best), sizes
 
 
 def example_level(row: dict[str, Any]) -> str:

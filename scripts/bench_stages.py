@@ -3,8 +3,8 @@
     python scripts/bench_stages.py [--model DIR] [--steps 12] [--completions 16] [--length 48] [--modes full,lora]
 
 Each run is the real command (`nl2sql-align grpo|ppo`) in its own process, so peak memory is that run's alone;
-the numbers come from the `train_end` row every stage writes to metrics.jsonl (median seconds per step with
-the first step left out, peak RSS, and on a GPU the CUDA peak). What is held equal:
+the numbers come from the `train_end` row every stage writes to metrics.jsonl (training-loop wall time / steps,
+peak RSS, and on a GPU the CUDA peak). What is held equal:
 
 - the model (default: the demo's SFT output if present, else the tiny model), the prompts (demo:train), the
   completions trained on per optimizer step (`--completions`), their length cap (`--length`);
@@ -37,7 +37,9 @@ def run_stage(stage: str, model: Path, out: Path, sets: list[str]) -> dict:
     p = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"{stage} failed:\n{p.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    from nl2sql_align.plots import read_metrics
+
+    rows = read_metrics(out / "metrics.jsonl")
     end = next(r for r in rows if r.get("event") == "train_end")
     lengths = [r["completions/mean_length"] for r in rows if "completions/mean_length" in r]
     end["completion_length"] = sum(lengths) / len(lengths) if lengths else None

@@ -96,9 +96,7 @@ def test_compare_names_a_run_without_metrics(two_runs, tmp_path: Path):
     p = cli("compare", "--runs", str(broken), "--data", "demo:dev", "--report", str(out), check=False)
     assert p.returncode != 0 and str(broken) in p.stderr and "train_end" in p.stderr
     # A reward model writes no SQL: named, not scored.
-    (broken / "metrics.jsonl").write_text((a / "metrics.jsonl").read_text())
-    card = broken / "README.md"
-    card.write_text(card.read_text().replace(": sft on ", ": rm on ", 1))
+    (broken / "metrics.jsonl").write_text((a / "metrics.jsonl").read_text().replace('"stage": "sft"', '"stage": "rm"'))
     p = cli("compare", "--runs", str(broken), "--data", "demo:dev", "--report", str(out), check=False)
     assert p.returncode != 0 and str(broken) in p.stderr and "reward model" in p.stderr
 

@@ -55,6 +55,7 @@ def _schema_text(path: str, engine: str, example_values: int, max_value_chars: i
     tables = read_schema(Database(path, engine), example_values)
     if format == "compact":  # the short format for small models and contexts: no descriptions
         return "\n".join(render_compact(t, max_value_chars) for t in tables)
+    attach_descriptions(tables, Path(path).parent / "database_description")
     return "\n\n".join(render_table(t, max_value_chars) for t in tables)
 
 
@@ -62,15 +63,18 @@ def read_schema(db: Database, example_values: int = 3) -> list[Table]:
     if not Path(db.path).is_file():
         raise DataError(f"database not found: {db.path}")
     if db.engine == "sqlite":
-        tables = _sqlite_schema(db.path, example_values)
-    else:
-        tables = _duckdb_schema(db.path, example_values)
-    descriptions = read_descriptions(Path(db.path).parent / "database_description")
+        return _sqlite_schema(db.path, example_values)
+    return _duckdb_schema(db.path, example_values)
+
+
+def attach_descriptions(tables: list[Table], folder: Path) -> None:
+    """Fill Column.description from BIRD's description files, where that folder exists (the DDL prompt only:
+    schema probes and the compact format never read them)."""
+    descriptions = read_descriptions(folder)
     for t in tables:
         by_column = descriptions.get(t.name.strip().lower(), {})
         for c in t.columns:
             c.description = by_column.get(c.name.strip().lower(), "")
-    return tables
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from nl2sql_align.data.prompts import has_sql_block
 from nl2sql_align.ppo import core
 from nl2sql_align.ppo.config import PPOConfig
 from nl2sql_align.ppo.model import ValueHeadModel, is_peft
+from nl2sql_align.stages.grpo import question_of, rounded  # the completions log's fields, as GRPO writes them
 
 PPO_STATE_FILE = "ppo_state.json"
 REWARD_COLUMNS = ("gold_sql", "db_path", "db_engine", "gold_dialect")
@@ -78,9 +79,7 @@ class PPOTrainer(Trainer):
             processing_class=processing_class,
             callbacks=callbacks,
         )
-        self.ref_model = ref_model
-        if ref_model is not None:
-            self.ref_model = ref_model.to(self.accelerator.device)
+        self.ref_model = ref_model.to(self.accelerator.device) if ref_model is not None else None
         self.reward_funcs = reward_funcs
         self.reward_weights = list(reward_weights)
         self.kl_ctl = core.KLController(args.kl_coef, args.kl_target, args.kl_horizon)
@@ -90,7 +89,6 @@ class PPOTrainer(Trainer):
         self._buffer: list[dict[str, Any]] | None = None
         self._step: int | None = None  # training_step calls so far; set from the global step at the first one
         self._resume_dir: str | None = None
-        self._rollouts = 0
         self._shuffle = torch.Generator().manual_seed(args.seed + self.accelerator.process_index)
 
     # -- data --------------------------------------------------------------------------------------------------
@@ -134,7 +132,6 @@ class PPOTrainer(Trainer):
             if self._resume_dir and (Path(self._resume_dir) / PPO_STATE_FILE).is_file():
                 saved = json.loads((Path(self._resume_dir) / PPO_STATE_FILE).read_text())
                 self.kl_ctl.value = saved["kl_coef"]
-                self._rollouts = saved.get("rollouts", 0)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self._step += 1
         return loss
@@ -147,17 +144,13 @@ class PPOTrainer(Trainer):
         return self._buffer[self._step % per_rollout]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+        from trl.trainer.utils import entropy_from_logits
 
         args = self.args
-        P, T = inputs["prompt_len"], inputs["response_mask"].shape[1]
         mask = inputs["response_mask"]
-        logits, values = model(
-            inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"], logits_to_keep=T + 1
+        logits, logprobs, values = self._response_outputs(
+            model, inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"], mask.shape[1]
         )
-        logits = logits[:, :-1].float() / args.temperature
-        values = values[:, :-1]
-        logprobs = selective_log_softmax(logits, inputs["input_ids"][:, P:])
         pg_loss, clip_frac, approx_kl = core.policy_loss(
             logprobs, inputs["old_logprobs"], inputs["advantages"], mask, args.cliprange
         )
@@ -167,11 +160,12 @@ class PPOTrainer(Trainer):
             entropy = core.masked_mean(entropy_from_logits(logits), mask)
         if args.ent_coef:
             loss = loss - args.ent_coef * entropy
-        for key, value in (
-            ("policy_loss", pg_loss), ("value_loss", vf_loss), ("clip_fraction", clip_frac),
-            ("value_clip_fraction", vf_clip_frac), ("approx_kl", approx_kl), ("entropy", entropy),
-        ):
-            self._metrics[key].append(self.accelerator.gather(value.detach().reshape(1)).mean().item())
+        # One all-gather per step for all six numbers (this is the training step's hot path).
+        names = ("policy_loss", "value_loss", "clip_fraction", "value_clip_fraction", "approx_kl", "entropy")
+        stats = torch.stack([pg_loss, vf_loss, clip_frac, vf_clip_frac, approx_kl, entropy]).detach().float()
+        means = self.accelerator.gather(stats[None]).mean(0).tolist()
+        for key, value in zip(names, means, strict=True):
+            self._metrics[key].append(value)
         return loss
 
     # -- rollout -----------------------------------------------------------------------------------------------
@@ -216,8 +210,8 @@ class PPOTrainer(Trainer):
             [response[i, : lengths[i]] for i in range(len(rows))], skip_special_tokens=True
         )
 
-        logprobs, values = self._forward_logprobs(input_ids, attention_mask, position_ids, P, T, value=True)
-        ref_logprobs = self._reference_logprobs(input_ids, attention_mask, position_ids, P, T)
+        logprobs, values = self._forward_logprobs(input_ids, attention_mask, position_ids, T, value=True)
+        ref_logprobs = self._reference_logprobs(input_ids, attention_mask, position_ids, T)
         scores, components, extra = self._score(rows, prompts, completions)
         if args.missing_eos_penalty is not None:
             scores = scores - args.missing_eos_penalty * (~ended).float()
@@ -246,12 +240,11 @@ class PPOTrainer(Trainer):
             self._metrics[f"rewards/{name}/mean"].append(valid.mean().item() if valid.numel() else math.nan)
         self.state.num_input_tokens_seen += int(gather(attention_mask.sum().reshape(1)).sum().item())
         self.kl_ctl.update(mean_kl, len(rows) * self.accelerator.num_processes)
-        self._rollouts += 1
         self._write_completions(prompts, completions, components, scores, extra)
         return {
             "input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
             "response_mask": response_mask, "old_logprobs": logprobs, "old_values": values,
-            "advantages": advantages, "returns": returns, "prompt_len": P,
+            "advantages": advantages, "returns": returns,
         }
 
     @staticmethod
@@ -270,36 +263,47 @@ class PPOTrainer(Trainer):
                     ended[i] = True
         return lengths.clamp(min=1), ended
 
-    def _forward_logprobs(self, input_ids, attention_mask, position_ids, P, T, value=False, model=None):
-        """Per-token log-probs (and values) of the response tokens, in minibatch-sized chunks."""
+    def _response_outputs(self, model, input_ids, attention_mask, position_ids, T):
+        """(logits at the sampling temperature, log-probs, values or None) of the last T (response) tokens.
+
+        The one place where training and the rollout read the model, so their log-probs agree exactly."""
         from trl.trainer.utils import selective_log_softmax
 
+        if isinstance(model, ValueHeadModel) or isinstance(getattr(model, "module", None), ValueHeadModel):
+            logits, values = model(input_ids, attention_mask, position_ids, logits_to_keep=T + 1)
+            values = values[:, :-1]
+        else:  # the reference: a causal LM without a value head
+            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+                        logits_to_keep=T + 1)
+            logits, values = out.logits, None
+        logits = logits[:, :-1].float() / self.args.temperature
+        return logits, selective_log_softmax(logits, input_ids[:, -T:]), values
+
+    def _forward_logprobs(self, input_ids, attention_mask, position_ids, T, value=False, model=None):
+        """Per-token log-probs (and values) of the response tokens, in minibatch-sized chunks, without grad."""
         model = model if model is not None else self.accelerator.unwrap_model(self.model)
         chunk = self.args.per_device_train_batch_size
         all_logprobs, all_values = [], []
         for s in range(0, input_ids.shape[0], chunk):
-            ids, am, pos = input_ids[s : s + chunk], attention_mask[s : s + chunk], position_ids[s : s + chunk]
-            if isinstance(model, ValueHeadModel):
-                logits, values = model(ids, am, pos, logits_to_keep=T + 1)
-                all_values.append(values[:, :-1].float())
-            else:
-                logits = model(input_ids=ids, attention_mask=am, position_ids=pos, use_cache=False, logits_to_keep=T + 1).logits
-            logits = logits[:, :-1].float() / self.args.temperature
-            all_logprobs.append(selective_log_softmax(logits, ids[:, P:]))
+            part = (input_ids[s : s + chunk], attention_mask[s : s + chunk], position_ids[s : s + chunk])
+            _, logprobs, values = self._response_outputs(model, *part, T)
+            all_logprobs.append(logprobs)
+            if values is not None:
+                all_values.append(values.float())
         logprobs = torch.cat(all_logprobs)
         return (logprobs, torch.cat(all_values)) if value else logprobs
 
-    def _reference_logprobs(self, input_ids, attention_mask, position_ids, P, T):
+    def _reference_logprobs(self, input_ids, attention_mask, position_ids, T):
         """log pi_ref: the base with adapters disabled (LoRA: no second copy), or the frozen reference copy."""
         if self.args.kl_coef == 0 and self.args.kl_target is None:
             return None
         unwrapped = self.accelerator.unwrap_model(self.model)
         if is_peft(unwrapped.policy):
             with unwrapped.policy.disable_adapter():
-                return self._forward_logprobs(input_ids, attention_mask, position_ids, P, T, model=unwrapped.policy)
+                return self._forward_logprobs(input_ids, attention_mask, position_ids, T, model=unwrapped.policy)
         if self.ref_model is None:
             return None
-        return self._forward_logprobs(input_ids, attention_mask, position_ids, P, T, model=self.ref_model)
+        return self._forward_logprobs(input_ids, attention_mask, position_ids, T, model=self.ref_model)
 
     def _score(self, rows, prompts, completions) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, list]]:
         """Weighted sum of the reward functions (a None, "not scored", adds nothing, as in TRL's GRPO)."""
@@ -342,13 +346,13 @@ class PPOTrainer(Trainer):
     def _write_completions(self, prompts, completions, components, scores, extra) -> None:
         if self.completions_path is None or not self.accelerator.is_main_process or not self.log_completions:
             return
-        rng = random.Random(self._rollouts)
+        rng = random.Random(self._step // self.args.micro_steps_per_rollout + 1)  # the rollout's number
         idx = sorted(rng.sample(range(len(completions)), min(self.log_completions, len(completions))))
         with self.completions_path.open("a", encoding="utf-8") as f:
             for i in idx:
-                row = {"step": self.state.global_step, "prompt": _question(prompts[i]), "completion": completions[i]}
+                row = {"step": self.state.global_step, "prompt": question_of(prompts[i]), "completion": completions[i]}
                 row["score"] = round(float(scores[i]), 4)
-                row["rewards"] = {k: (None if math.isnan(float(v[i])) else round(float(v[i]), 4)) for k, v in components.items()}
+                row["rewards"] = {k: rounded(v[i]) for k, v in components.items()}
                 for k, v in extra.items():
                     if isinstance(v, list) and i < len(v):
                         row[k] = v[i]
@@ -383,7 +387,7 @@ class PPOTrainer(Trainer):
 
             folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             (folder / PPO_STATE_FILE).write_text(
-                json.dumps({"kl_coef": self.kl_ctl.value, "rollouts": self._rollouts}) + "\n", encoding="utf-8"
+                json.dumps({"kl_coef": self.kl_ctl.value}) + "\n", encoding="utf-8"
             )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
@@ -408,9 +412,3 @@ class PPOTrainer(Trainer):
                 load_sharded_checkpoint(model.policy, str(folder), strict=False)
         model.load_value_head(folder)
 
-
-def _question(prompt) -> str:
-    if isinstance(prompt, list) and prompt:
-        content = prompt[-1].get("content", "") if isinstance(prompt[-1], dict) else str(prompt[-1])
-        return content.rsplit("Question: ", 1)[-1]
-    return str(prompt)

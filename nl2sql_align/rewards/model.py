@@ -17,7 +17,6 @@ class RewardModelScore:
     __name__ = "reward_model"
 
     def __init__(self, path: str | Path, device=None, batch_size: int = 16, dtype: str = "auto"):
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         folder = Path(path)
@@ -42,16 +41,16 @@ class RewardModelScore:
         model.eval()
         self.model = model.to(device) if device is not None else model
         self.batch_size = batch_size
-        self._torch = torch
 
     @property
     def device(self):
         return next(self.model.parameters()).device
 
     def __call__(self, prompts=None, completions=(), completion_ids=None, **kw) -> list[float]:
+        import torch
         from trl.data_utils import _tokenize  # RewardTrainer's own tokenization of a conversation
+        from trl.trainer.utils import pad
 
-        torch = self._torch
         ids = []
         for prompt, completion in zip(prompts, completions, strict=True):
             if isinstance(prompt, list):
@@ -63,16 +62,12 @@ class RewardModelScore:
                     text += self.tokenizer.eos_token  # RewardTrainer appends EOS to plain-text examples
                 ids.append(_tokenize(self.tokenizer, text)["input_ids"])
         scores: list[float] = []
-        pad = self.tokenizer.pad_token_id
+        device = self.device
         with torch.inference_mode():
             for start in range(0, len(ids), self.batch_size):
-                chunk = ids[start : start + self.batch_size]
-                width = max(len(x) for x in chunk)
-                input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for i, x in enumerate(chunk):
-                    input_ids[i, : len(x)] = torch.tensor(x)
-                    mask[i, : len(x)] = 1
-                logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                rows = [torch.tensor(x) for x in ids[start : start + self.batch_size]]
+                input_ids = pad(rows, padding_value=self.tokenizer.pad_token_id)  # right padding, as RewardTrainer
+                mask = pad([torch.ones_like(x) for x in rows], padding_value=0)
+                logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
                 scores += logits[:, 0].float().cpu().tolist()
         return scores

@@ -99,10 +99,10 @@ def _completions_logger_class():
             idx = sorted(rng.sample(range(n), min(self.completions_per_log, n)))
             with self.completions_path.open("a", encoding="utf-8") as f:
                 for i in idx:
-                    row = {"step": self.state.global_step, "prompt": _question(self._logs["prompt"][i])}
+                    row = {"step": self.state.global_step, "prompt": question_of(self._logs["prompt"][i])}
                     row["completion"] = completion_text(self._logs["completion"][i])
-                    row["rewards"] = {k: _num(v[i]) for k, v in self._logs["rewards"].items() if i < len(v)}
-                    row["advantage"] = _num(self._logs["advantages"][i]) if i < len(self._logs["advantages"]) else None
+                    row["rewards"] = {k: rounded(v[i]) for k, v in self._logs["rewards"].items() if i < len(v)}
+                    row["advantage"] = rounded(self._logs["advantages"][i]) if i < len(self._logs["advantages"]) else None
                     for k, v in self._logs["extra"].items():
                         if i < len(v):
                             row[k] = v[i]
@@ -111,14 +111,16 @@ def _completions_logger_class():
     return Trainer
 
 
-def _question(prompt) -> str:
+def question_of(prompt) -> str:
+    """The question of a chat prompt (what a completions log shows instead of the whole schema)."""
     if isinstance(prompt, list) and prompt:
         content = prompt[-1].get("content", "") if isinstance(prompt[-1], dict) else str(prompt[-1])
         return content.rsplit("Question: ", 1)[-1]
     return str(prompt)
 
 
-def _num(v):
+def rounded(v):
+    """A logged number: 4 decimals, None for NaN (JSON has no NaN)."""
     v = float(v)
     return None if v != v else round(v, 4)
 

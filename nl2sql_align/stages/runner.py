@@ -234,8 +234,9 @@ class MetricsLogger:
     would hide it), peak memory (this process's RSS; on a GPU also the CUDA peak) and the tokens seen, where the
     trainer counts them (`num_tokens`)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, stage: str | None = None):
         self.path = path
+        self.stage = stage
         self.t0 = time.time()
         self.num_tokens: float | None = None
         self.train_started: float | None = None
@@ -251,7 +252,7 @@ class MetricsLogger:
         seconds = time.time() - (self.train_started or self.t0)
         steps = state.global_step - self.first_step
         row = {
-            "step": state.global_step, "event": "train_end", "train_seconds": round(seconds, 3), "steps": steps,
+            "step": state.global_step, "event": "train_end", "stage": self.stage, "train_seconds": round(seconds, 3), "steps": steps,
             "seconds_per_step": round(seconds / steps, 4) if steps > 0 else None,
             # ru_maxrss is in KiB on Linux: the peak resident memory of this process (model, optimizer, batches).
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -418,7 +419,7 @@ def run_stage(
         resume_from = ckpts[-1] if ckpts else None
     try:
         args = make_train_args(config_cls, recipe, work, train_defaults or {}, check=check_train)
-        metrics = MetricsLogger(work / "metrics.jsonl")
+        metrics = MetricsLogger(work / "metrics.jsonl", stage)
         ctx = StageContext(
             recipe=recipe,
             args=args,
