@@ -60,15 +60,11 @@ def _relaunch(num_processes: int, accelerate_config: Path | None) -> None:
             skip = True
         elif not arg.startswith(tuple(o + "=" for o in _LAUNCH_OPTIONS)):
             argv.append(arg)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    if accelerate_config is not None:
-        cmd += ["--config_file", str(accelerate_config)]
-    else:  # torchrun-style processes; on a machine without GPUs the stage sets use_cpu and they join over gloo
-        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    if num_processes > 1:
-        cmd += ["--num_processes", str(num_processes)]
-    cmd += ["-m", "nl2sql_align", *argv]
-    raise typer.Exit(subprocess.call(cmd, env=dict(os.environ, NL2SQL_ALIGN_LAUNCHED="1")))
+    from nl2sql_align.launch import launch_command, launch_env
+
+    raise typer.Exit(subprocess.call(launch_command(num_processes, accelerate_config, argv), env=launch_env()))
+
+
 
 
 def _train(
@@ -139,26 +135,14 @@ def pairs(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Mine preference pairs by execution: sample K answers per question, run them, pair correct with wrong."""
-    from nl2sql_align.data import load_examples
-    from nl2sql_align.pairs import run_pairs
+    from nl2sql_align.pairs import run_pairs_for_recipe
     from nl2sql_align.recipe import load_recipe
 
     overrides = list(set_ or [])
     if samples is not None:
         overrides.append(f"pairs.samples={samples}")
     r = load_recipe(recipe, overrides)
-    model = model or r.model.name_or_path
-    data = data or r.pairs.data
-    output = output or (Path(r.pairs.output) if r.pairs.output else None)
-    if not model:
-        raise UserError("no model to sample from: pass --model DIR (an sft output) or set model.name_or_path")
-    if not data:
-        raise UserError("no questions to sample for: pass --data SPEC (e.g. demo:train) or set pairs.data")
-    if output is None:
-        raise UserError("pass --output DIR (where pairs.jsonl and unpaired.jsonl go) or set pairs.output")
-    d = r.data
-    examples = load_examples(data, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=limit)
-    run_pairs(model, examples, r, output, overwrite=overwrite)
+    output = run_pairs_for_recipe(r, model, data, output, limit=limit, overwrite=overwrite)
     typer.echo(f"pairs: wrote {output}")
 
 
@@ -172,9 +156,13 @@ def validate(
     """Check a recipe (keys, types, batch sizes, reward components, data and gold SQL) without loading a model."""
     from functools import partial
 
+    from nl2sql_align.pipeline import is_pipeline_recipe
     from nl2sql_align.stages import load_stage_recipe, stage_module
     from nl2sql_align.stages.runner import make_train_args
 
+    if stage is None and is_pipeline_recipe(recipe):
+        _validate_pipeline(recipe, set_)
+        return
     stage = stage or _guess_stage(recipe)
     module = stage_module(stage)
     r, config_cls, defaults = load_stage_recipe(stage, recipe, set_)
@@ -209,6 +197,16 @@ def validate(
     for c in checks:
         typer.echo(f"ok  {c}")
     typer.echo(f"{recipe}: valid")
+
+
+def _validate_pipeline(recipe: Path, set_: list[str] | None) -> None:
+    """A pipeline: every step's recipe checked as its stage checks it, and the plumbing between steps."""
+    from nl2sql_align.pipeline import describe, load_pipeline, plan
+
+    steps = plan(load_pipeline(recipe, set_))
+    for line in describe(steps):
+        typer.echo(f"ok  {line}")
+    typer.echo(f"{recipe}: valid pipeline of {len(steps)} steps")
 
 
 # Recipe file names that say which stage they are for (kto/simpo/orpo recipes run under `dpo`).
@@ -336,26 +334,16 @@ def eval_(
         from nl2sql_align.predictions import format_for_path
 
         format_for_path(write_predictions)  # a bad extension fails now, not after a long generation
-    r = load_recipe(recipe, set_)
+    sampling = [f"eval.samples={samples}", f"eval.temperature={temperature}"] if samples is not None else []
+    r = load_recipe(recipe, [*(set_ or []), *sampling])
     examples = load_examples(data, db_dir=db_dir or r.data.db_dir, db=r.data.db, db_field=r.data.db_field, limit=limit)
     outputs = None
     candidates = None
     if model is not None:
-        from nl2sql_align.data import extract_sql
-        from nl2sql_align.evaluate import generate_for_recipe, load_model_for_eval
+        from nl2sql_align.evaluate import load_model_for_eval, model_predictions
 
         m, tok = load_model_for_eval(model)
-        outputs = generate_for_recipe(m, tok, examples, r)
-        preds = [extract_sql(o) for o in outputs]
-        if samples is not None:
-            from nl2sql_align.evaluate import sample_completions
-
-            sampled = sample_completions(
-                m, tok, examples, num_samples=samples, temperature=temperature, schema=r.data.schema,
-                system_prompt=r.data.system_prompt, max_new_tokens=r.eval.max_new_tokens,
-                batch_size=r.eval.batch_size, seed=r.seed,
-            )
-            candidates = [[extract_sql(o) for o in outs] for outs in sampled]
+        outputs, preds, candidates = model_predictions(m, tok, examples, r)
     else:
         preds = read_predictions(predictions, len(examples), [e.db_id for e in examples])
     if write_predictions is not None:
@@ -369,8 +357,8 @@ def eval_(
             raw_outputs=outputs, pred_dialect=dialect, candidates=candidates,
         )
     summary = summarize(rows, metric)
-    if samples is not None:
-        summary.update(samples=samples, temperature=temperature)
+    if r.eval.samples is not None:
+        summary.update(samples=r.eval.samples, temperature=r.eval.temperature)
     write_report(rows, summary, report)
     print_summary(summary, f"EX on {data}")
     typer.echo(f"report: {report}")
@@ -417,73 +405,110 @@ def merge(
 def compare(
     ctx: typer.Context,
     runs: Annotated[
-        list[Path],
-        typer.Option("--runs", help="Trained output folders (sft, rm, dpo, ppo, grpo): --runs A B C (or --runs A --runs B)."),
-    ],
-    data: Annotated[str, typer.Option(help="Eval set every run is scored on: demo:dev, spider:DIR, bird:DIR, FILE.")],
-    report: Annotated[Path, typer.Option(help="Folder for report.md, summary.json, ex/cost/curves.png, runs/<name>/.")] = Path(
-        "out/compare"
-    ),
+        list[Path] | None,
+        typer.Option("--runs", help="Trained output folders (sft, dpo, ppo, grpo): --runs A B C (or --runs A --runs B)."),
+    ] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipe", "-r",
+            help="Pipeline recipe (e.g. recipes/compare-demo.toml): run its [[steps]] in order, then compare the "
+            "policies they trained. Steps whose output is up to date are reused.",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Eval set every run is scored on: demo:dev, spider:DIR, bird:DIR, FILE (pipeline: [compare] data).")
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Folder for report.md, summary.json, ex/cost/curves.png, runs/<name>/ (default out/compare; pipeline: [compare] report)."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
-    metric: Annotated[str, typer.Option(help="spider (test-suite exec match) or bird (set equality).")] = "spider",
+    metric: Annotated[str | None, typer.Option(help="spider (test-suite exec match, the default) or bird (set equality).")] = None,
     db_dir: Annotated[str | None, typer.Option(help="Folder of databases named by db_id (JSONL/alpaca data).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Pipeline: change one step's recipe, --set STEP.train.learning_rate=1e-5, or --set compare.limit=50."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Pipeline: retrain steps whose output exists but was made with other settings or inputs.")
+    ] = False,
+    reuse: Annotated[
+        bool, typer.Option(help="Pipeline: reuse steps whose output this pipeline made with the same settings and inputs.")
+    ] = True,
+    resume: Annotated[bool, typer.Option(help="Pipeline: continue a step interrupted after a checkpoint.")] = False,
 ) -> None:
-    """Score trained runs on one eval set (greedy, each with its own recipe's prompt) beside their training cost."""
+    """Score trained runs on one eval set (greedy, each with its own recipe's prompt) beside their training cost;
+    with --recipe, first train them: a pipeline of sft, pairs, rm, dpo, ppo and grpo steps."""
     from nl2sql_align.compare import compare_runs, print_table
     from nl2sql_align.stages.runner import resolved_command
 
     extra = list(ctx.args)  # `--runs A B C`: click takes A for --runs and leaves B, C as extra arguments
     if any(a.startswith("-") for a in extra):
         raise UserError(f"compare: unknown option(s) {' '.join(a for a in extra if a.startswith('-'))}")
-    runs = [*runs, *map(Path, extra)]
-    summary = compare_runs(runs, data, report, limit=limit, metric=metric, db_dir=db_dir, command=resolved_command())
+    if (recipe is None) == (runs is None):
+        raise UserError("compare: give either --runs DIR... (trained outputs) or --recipe PIPELINE.toml (train, then compare)")
+    if recipe is not None:
+        if extra:
+            raise UserError(f"compare --recipe: unexpected argument(s) {' '.join(extra)}")
+        summary = run_pipeline_command(recipe, set_, data, report, limit, metric, db_dir, overwrite, reuse, resume)
+        report = Path(summary["pipeline"]["report"])
+    else:
+        if set_ or overwrite or resume or not reuse:
+            raise UserError("compare --runs: --set, --overwrite, --no-reuse and --resume apply to --recipe pipelines")
+        if data is None:
+            raise UserError("compare --runs: --data is required (the eval set every run is scored on, e.g. demo:dev)")
+        report = report or Path("out/compare")
+        summary = compare_runs(
+            [*runs, *map(Path, extra)], data, report, limit=limit, metric=metric or "spider", db_dir=db_dir,
+            command=resolved_command(),
+        )
     print_table(summary)
     typer.echo(f"report: {report}")
 
 
+def run_pipeline_command(
+    recipe: Path, set_: list[str] | None, data: str | None, report: Path | None, limit: int | None,
+    metric: str | None, db_dir: str | None, overwrite: bool, reuse: bool, resume: bool,
+) -> dict:
+    """`compare --recipe`, and `demo`: options given on the command line override the pipeline's [compare]."""
+    from nl2sql_align.pipeline import run_pipeline
+    from nl2sql_align.stages.runner import resolved_command
+
+    overrides = list(set_ or [])
+    for key, value in (("data", data), ("limit", limit), ("metric", metric), ("db_dir", db_dir)):
+        if value is not None:
+            overrides.append(f"compare.{key}={json.dumps(value)}")
+    return run_pipeline(
+        recipe, overrides, report=report, overwrite=overwrite, reuse=reuse, resume=resume, command=resolved_command()
+    )
+
+
 @app.command()
 def demo(
-    recipe: Annotated[Path, typer.Option(help="SFT recipe for the demo.")] = Path("recipes/tiny-sft.toml"),
+    recipe: Annotated[Path, typer.Option(help="Pipeline recipe of the demo.")] = Path("recipes/compare-demo.toml"),
     model_dir: Annotated[Path, typer.Option(help="Where the tiny model is built (reused if present).")] = Path(
         "out/tiny-model"
     ),
-    set_: SetOpt = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Change one step's recipe: --set sft.train.num_train_epochs=4, --set compare.limit=50."),
+    ] = None,
+    reuse: Annotated[bool, typer.Option(help="Reuse steps already trained by this pipeline with the same settings.")] = True,
 ) -> None:
-    """The whole job on the embedded demo: build the tiny model, score it, SFT it, score it again."""
-    import time
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from nl2sql_align.data import load_examples
-    from nl2sql_align.evaluate import evaluate_model, load_model_for_eval
-    from nl2sql_align.recipe import load_recipe
-    from nl2sql_align.stages import sft as stage
+    """The whole job on the embedded demo: build the tiny model, then SFT, pairs -> RM -> DPO and PPO, and GRPO,
+    then score every policy on demo:dev beside its training cost (what `make demo` runs)."""
+    from nl2sql_align.compare import print_table
     from nl2sql_align.tiny_model import ensure_tiny_model
 
-    t0 = time.time()
-    console = Console()
-    r = load_recipe(recipe, [f"model.name_or_path={model_dir}", *(set_ or [])], train_config_cls=stage.config_class())
-    console.print(f"[bold]1/4[/] tiny model -> {model_dir}")
+    typer.echo(f"demo: tiny model -> {model_dir}")
     ensure_tiny_model(model_dir)
-    dev = load_examples(r.data.eval or "demo:dev", limit=r.data.eval_limit)
-    console.print(f"[bold]2/4[/] EX before training on {r.data.eval} ({len(dev)} examples)")
-    m, tok = load_model_for_eval(str(model_dir))
-    before = evaluate_model(m, tok, dev, r, report_dir=Path(r.output_dir).parent / "eval-before", print_table=False)
-    del m
-    console.print(f"[bold]3/4[/] SFT on {r.data.train} -> {r.output_dir}")
-    out = stage.run(r, overwrite=True)
-    console.print("[bold]4/4[/] EX after training")
-    after = json.loads((out / "eval" / "summary.json").read_text())
-    table = Table(title=f"Demo: execution accuracy on {r.data.eval} (n={after['n']})")
-    for col in ("model", "EX %", "executable %"):
-        table.add_column(col, justify="right" if col != "model" else "left")
-    table.add_row("tiny model, before SFT", f"{before['ex']:.1f}", f"{before['executable']:.1f}")
-    table.add_row("after SFT", f"{after['ex']:.1f}", f"{after['executable']:.1f}")
-    for k, v in after.get("ex_by_hardness", {}).items():
-        table.add_row(f"  after SFT, {k}", f"{v['ex']:.1f}", "")
-    table.caption = f"outputs: {out}  ·  wall time {time.time() - t0:.0f} s"
-    console.print(table)
+    summary = run_pipeline_command(
+        recipe, [f"sft.model.name_or_path={json.dumps(str(model_dir))}", *(set_ or [])], None, None, None, None,
+        None, overwrite=True, reuse=reuse, resume=False,
+    )
+    print_table(summary)
+    typer.echo(f"report: {summary['pipeline']['report']}/report.md")
 
 
 def main() -> None:

@@ -152,27 +152,57 @@ def run_record(run: Run, summary: dict[str, Any], report_dir: Path) -> dict[str,
     }
 
 
-COLUMNS = (
-    "run", "stage", "EX %", "EX complex %", "executable %", "train time (s)", "steps", "s/step", "peak memory (MB)",
-    "tokens/s",
-)
+COLUMNS = ("run", "stage", "EX %", "EX hard+extra %", "exec %", "train s", "steps", "s/step", "peak MB", "tokens/s")
 
 
 def _fmt(v: Any, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
 
 
+def _memory_kinds(records: list[dict[str, Any]]) -> set[str]:
+    return {r["peak_memory_kind"] for r in records if r["peak_memory_mb"] is not None}
+
+
 def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    mixed = len(_memory_kinds(records)) > 1  # runs from a GPU and a CPU side by side: say which is which
     return [
         [
-            r["name"], r["stage"], _fmt(r["ex"]),
-            "-" if r["ex_complex"] is None else f"{r['ex_complex']:.1f} (n={r['n_complex']})",
-            _fmt(r["executable"]), _fmt(r["train_seconds"]), _fmt(r["steps"], "d"), _fmt(r["seconds_per_step"], ".3f"),
-            "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f} ({r['peak_memory_kind']})",
-            _fmt(r["tokens_per_second"]),
+            r["name"], r["stage"], _fmt(r["ex"]), _fmt(r["ex_complex"]), _fmt(r["executable"]),
+            _fmt(r["train_seconds"]), _fmt(r["steps"], "d"), _fmt(r["seconds_per_step"], ".3f"),
+            "-" if r["peak_memory_mb"] is None
+            else f"{r['peak_memory_mb']:.0f}" + (f" ({r['peak_memory_kind']})" if mixed else ""),
+            _fmt(r["tokens_per_second"], ".0f"),
         ]
         for r in records
     ]
+
+
+def table_notes(records: list[dict[str, Any]]) -> str:
+    """What the columns measure, for under the table."""
+    n = max((r["n_complex"] for r in records), default=0)
+    kinds = _memory_kinds(records)
+    memory = {"RSS": "the training process's peak RSS", "CUDA": "CUDA max allocated"}
+    mem = memory.get(next(iter(kinds)), "") if len(kinds) == 1 else "CUDA max allocated on a GPU, else peak RSS"
+    return (f"EX hard+extra: the {n} questions of Spider's hard and extra levels; exec: executable SQL; peak MB: "
+            f"{mem}; train s, steps, s/step, tokens/s: from each run's train_end row")
+
+
+def result_tables(recs: list[dict[str, Any]]) -> list[str]:
+    """The comparison table and the EX-per-level table, as markdown lines (report.md, the README's demo)."""
+    lines = [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(recs)]
+    lines += ["", table_notes(recs) + "."]
+    levels = list(dict.fromkeys(k for r in recs for k in r["ex_by_hardness"]))
+    if levels:
+        lines += ["", "EX % per level:", "", "| run | " + " | ".join(levels) + " |",
+                  "|---|" + "|".join("---:" for _ in levels) + "|"]
+        lines += [
+            f"| {r['name']} | " + " | ".join(_fmt(r["ex_by_hardness"].get(k)) for k in levels) + " |" for r in recs
+        ]
+    return lines
 
 
 def write_markdown(summary: dict[str, Any], path: Path) -> None:
@@ -183,21 +213,9 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         "",
         f"Execution accuracy ({summary['metric']} semantics, greedy) on {summary['n']} examples of "
         f"`{summary['data']}`; each run is prompted with its own recipe's [data] settings. Training cost is read "
-        "from each run's `metrics.jsonl` (`train_end` row), as measured where the run trained. EX complex: the "
-        "hard + extra levels together.",
+        "from each run's `metrics.jsonl` (`train_end` row), as measured where the run trained.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(recs)]
-    levels = list(dict.fromkeys(k for r in recs for k in r["ex_by_hardness"]))
-    if levels:
-        lines += ["", "EX % per level:", "", "| run | " + " | ".join(levels) + " |",
-                  "|---|" + "|".join("---:" for _ in levels) + "|"]
-        lines += [
-            f"| {r['name']} | " + " | ".join(_fmt(r["ex_by_hardness"].get(k)) for k in levels) + " |" for r in recs
-        ]
-    lines += [
+        *result_tables(recs),
         "",
         f"Machine (this comparison): {m['platform']}, Python {m['python']}, {m['cpus']} CPUs, {m['gpu']}.",
         "",
@@ -208,7 +226,29 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         "Charts: `ex.png` (EX overall and per level), `cost.png` (training time, seconds per step, peak memory), "
         "`curves.png` (each run's main training curve).",
     ]
+    lines += pipeline_lines(summary.get("pipeline"))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def pipeline_lines(pipe: dict[str, Any] | None) -> list[str]:
+    """report.md's account of the steps that made the runs (compare --recipe)."""
+    if not pipe:
+        return []
+    lines = [
+        "",
+        f"## Pipeline `{pipe['recipe']}`",
+        "",
+        f"Wall time {pipe['total_seconds']:.0f} s in all, of which {pipe['compare_seconds']:.0f} s scoring the runs "
+        "above. A step's wall time includes loading, sampling and saving, beyond its training time.",
+        "",
+        "| step | command | recipe | output | status | wall time (s) |",
+        "|---|---|---|---|---|---:|",
+    ]
+    lines += [
+        f"| {r['name']} | {r['command']} | `{r['recipe']}` | `{r['output']}` | {r['status']} | {_fmt(r['seconds'])} |"
+        for r in pipe["steps"]
+    ]
+    return lines
 
 
 def print_table(summary: dict[str, Any]) -> None:
@@ -221,26 +261,42 @@ def print_table(summary: dict[str, Any]) -> None:
     for row in table_rows(summary["runs"]):
         table.add_row(*row)
     m = summary["machine"]
-    table.caption = f"{m['platform']}, {m['cpus']} CPUs, {m['gpu']}"
+    table.caption = f"{table_notes(summary['runs'])}\n{m['platform']}, {m['cpus']} CPUs, {m['gpu']}"
+    pipe = summary.get("pipeline")
+    if pipe:
+        ran = ", ".join(f"{r['name']} {r['seconds']:.0f} s" if r["seconds"] is not None else f"{r['name']} reused"
+                        for r in pipe["steps"])
+        table.caption += f"\npipeline {pipe['total_seconds']:.0f} s: {ran}, compare {pipe['compare_seconds']:.0f} s"
     Console().print(table)
 
 
 def compare_runs(
     paths: list[Path], data: str, report: Path, *, limit: int | None = None, metric: str = "spider",
-    db_dir: str | None = None, command: str = "nl2sql-align compare",
+    db_dir: str | None = None, command: str = "nl2sql-align compare", names: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Score each run on `data`, write report.md, summary.json, ex.png, cost.png, curves.png and
-    runs/<name>/ (each run's eval report) under `report`; returns the summary."""
+    """Score each run on `data` and write the report under `report` (write_report); returns the summary."""
+    summary, runs = score_runs(paths, data, report, limit=limit, metric=metric, db_dir=db_dir, command=command,
+                               names=names)
+    write_report(summary, runs, report)
+    return summary
+
+
+def score_runs(
+    paths: list[Path], data: str, report: Path, *, limit: int | None = None, metric: str = "spider",
+    db_dir: str | None = None, command: str = "nl2sql-align compare", names: list[str] | None = None,
+) -> tuple[dict[str, Any], list[Run]]:
+    """Evaluate each run on `data` (each run's per-example report under report/runs/<name>/); returns the
+    summary and the runs, for write_report."""
     from nl2sql_align.data import load_examples
     from nl2sql_align.evaluate import evaluate_model, load_model_for_eval
-    from nl2sql_align.plots import plot_compare_cost, plot_compare_curves, plot_compare_ex
     from nl2sql_align.recipe import load_recipe
 
     if metric not in ("spider", "bird"):
         raise UserError(f"--metric {metric!r}: choose spider or bird")
     if not paths:
         raise UserError("--runs: give at least one output folder")
-    runs = [load_run(p, n) for p, n in zip(paths, run_names(paths), strict=True)]  # all checked before any model loads
+    names = names or run_names(paths)
+    runs = [load_run(p, n) for p, n in zip(paths, names, strict=True)]  # all checked before any model loads
     recipes = [load_recipe(r.recipe_path, [f"eval.metric={metric}"]) for r in runs]
     examples = load_examples(data, db_dir=db_dir, limit=limit)
     if not examples:
@@ -256,12 +312,20 @@ def compare_runs(
         "data": data, "limit": limit, "metric": metric, "n": records[0]["n"], "command": command,
         "machine": machine(), "runs": records,
     }
+    return summary, runs
+
+
+def write_report(summary: dict[str, Any], runs: list[Run], report: Path) -> None:
+    """report.md, summary.json, ex.png, cost.png and curves.png under `report`."""
+    from nl2sql_align.plots import plot_compare_cost, plot_compare_curves, plot_compare_ex
+
+    records, metric = summary["runs"], summary["metric"]
     report.mkdir(parents=True, exist_ok=True)
     (report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     write_markdown(summary, report / "report.md")
+    data = summary["data"]
     short = data if len(data) <= 30 else "..." + data[-27:]  # a long path would run off the chart
     plot_compare_ex(records, report / "ex.png", f"EX ({metric}) on {short}, n={summary['n']}")
     plot_compare_cost(records, report / "cost.png")
     plot_compare_curves([(r.name, r.stage, r.metrics) for r in runs], [rec["curve"] for rec in records],
                         report / "curves.png")
-    return summary

@@ -455,16 +455,39 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
         console.print(dbs)
 
 
+def model_predictions(model, tokenizer, examples, recipe) -> tuple[list[str], list[str], list[list[str]] | None]:
+    """(raw greedy outputs, their SQL, sampled SQL candidates per question or None): what a model answers under
+    a recipe's [data] prompt and [eval] settings (`eval.samples` adds the self-consistency candidates)."""
+    e = recipe.eval
+    if e.samples is not None:
+        if e.samples < 1:
+            raise UserError(f"eval.samples = {e.samples}: give 1 or more (or leave it unset for greedy only)")
+        if e.temperature <= 0:
+            raise UserError(f"eval.temperature = {e.temperature}: self-consistency samples need a temperature above 0")
+    outputs = generate_for_recipe(model, tokenizer, examples, recipe)
+    candidates = None
+    if e.samples is not None:
+        sampled = sample_completions(
+            model, tokenizer, examples, num_samples=e.samples, temperature=e.temperature,
+            schema=recipe.data.schema, system_prompt=recipe.data.system_prompt, max_new_tokens=e.max_new_tokens,
+            batch_size=e.batch_size, seed=recipe.seed,
+        )
+        candidates = [[extract_sql(o) for o in outs] for outs in sampled]
+    return outputs, [extract_sql(o) for o in outputs], candidates
+
+
 def evaluate_model(model, tokenizer, examples, recipe, report_dir: Path | None = None, title: str = "eval",
                    print_table: bool = True) -> dict[str, Any]:
-    """Generate, score, write the report, print the table. Used by `eval --model` and after training."""
+    """Generate, score, write the report, print the table. Used after training and by compare."""
     e = recipe.eval
-    outputs = generate_for_recipe(model, tokenizer, examples, recipe)
+    outputs, preds, candidates = model_predictions(model, tokenizer, examples, recipe)
     with SQLExecutor(workers=e.workers, timeout=e.timeout) as ex:
         rows = score_predictions(
-            examples, [extract_sql(o) for o in outputs], metric=e.metric, executor=ex, raw_outputs=outputs
+            examples, preds, metric=e.metric, executor=ex, raw_outputs=outputs, candidates=candidates
         )
     summary = summarize(rows, e.metric)
+    if e.samples is not None:
+        summary.update(samples=e.samples, temperature=e.temperature)
     if report_dir is not None:
         write_report(rows, summary, report_dir)
     if print_table:

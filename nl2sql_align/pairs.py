@@ -175,6 +175,52 @@ def print_summary(summary: dict, title: str) -> None:
     Console().print(t)
 
 
+def pairs_plan(recipe, model: str | None = None, data: str | None = None, output: Path | None = None) -> tuple[str, str, Path]:
+    """(model, questions, output folder) for a pairs run: the arguments, else the recipe's model.name_or_path,
+    pairs.data and pairs.output; a UserError names what is missing."""
+    from nl2sql_align.errors import UserError
+
+    model = model or recipe.model.name_or_path
+    data = data or recipe.pairs.data
+    output = output or (Path(recipe.pairs.output) if recipe.pairs.output else None)
+    if not model:
+        raise UserError("no model to sample from: pass --model DIR (an sft output) or set model.name_or_path")
+    if not data:
+        raise UserError("no questions to sample for: pass --data SPEC (e.g. demo:train) or set pairs.data")
+    if output is None:
+        raise UserError("pass --output DIR (where pairs.jsonl and unpaired.jsonl go) or set pairs.output")
+    return model, data, output
+
+
+def sample_questions(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """A seeded random `n` of the examples, in their original order (all of them when n is None or larger)."""
+    import random
+
+    if n is None or n >= len(examples):
+        return examples
+    if n < 1:
+        from nl2sql_align.errors import RecipeError
+
+        raise RecipeError(f"pairs.max_questions = {n}: give a positive number of questions (or leave it unset for all)")
+    keep = set(random.Random(seed).sample(range(len(examples)), n))
+    return [ex for i, ex in enumerate(examples) if i in keep]
+
+
+def run_pairs_for_recipe(
+    recipe, model: str | None = None, data: str | None = None, output: Path | None = None,
+    limit: int | None = None, overwrite: bool = False,
+) -> Path:
+    """`nl2sql-align pairs` (and a pipeline's pairs step): load the questions, then run_pairs."""
+    from nl2sql_align.data import load_examples
+
+    model, data, output = pairs_plan(recipe, model, data, output)
+    d = recipe.data
+    examples = load_examples(data, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=limit)
+    examples = sample_questions(examples, recipe.pairs.max_questions, recipe.seed)
+    run_pairs(model, examples, recipe, output, overwrite=overwrite)
+    return output
+
+
 def run_pairs(model_dir: str, examples: list[Example], recipe, output: Path, overwrite: bool = False) -> dict:
     """Sample, judge, mine, write. Returns the summary."""
     from nl2sql_align.evaluate import load_model_for_eval, sample_completions

@@ -93,6 +93,10 @@ class EvalSection:
     batch_size: int = 16
     # Score the trained model on data.eval at the end of the stage.
     after_training: bool = True
+    # Self-consistency beside greedy EX: sample this many answers per question at `temperature` and report the
+    # EX of their majority vote by execution result (eval --samples; also after training and in compare).
+    samples: int | None = None
+    temperature: float = 0.8
     # SQL execution sandbox.
     timeout: float = 5.0
     workers: int | None = None
@@ -144,6 +148,9 @@ class PairsSection:
     # on them with data.train = "<output>/pairs.jsonl". --data / --output override these.
     data: str = ""
     output: str = ""
+    # Sample for this many questions of `data`, drawn at random with the recipe's seed (data files are often
+    # sorted by database, so the first N would be one database); None = all of them.
+    max_questions: int | None = None
     samples: int = 8  # completions sampled per question
     temperature: float = 1.0
     top_p: float = 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -167,15 +168,35 @@ def test_eval_model_generates_and_reports(tiny_model_dir: Path, tmp_path: Path):
     assert summary["n"] == 4 and 0.0 <= summary["ex"] <= 100.0
 
 
-def test_demo_command_runs_end_to_end_on_a_few_steps(tmp_path: Path):
-    p = cli(
-        "demo", "--model-dir", str(tmp_path / "model"),
-        "--set", f"output_dir={tmp_path / 'demo' / 'sft'}",
-        "--set", "train.max_steps=2", "--set", "data.train_limit=16", "--set", "data.eval_limit=4",
-        "--set", "eval.max_new_tokens=8",
+def test_demo_runs_the_shipped_pipeline_end_to_end_on_a_few_steps(tiny_model_dir: Path, tmp_path: Path):
+    """`make demo`'s command on the shipped recipes, shortened: every step runs, PPO uses the RM that the rm step
+    trained, and the four policies are compared. It runs in a copy of recipes/ so its out/ is the test's own."""
+    shutil.copytree(REPO / "recipes", tmp_path / "recipes")
+    short = [
+        "sft.train.max_steps=2", "sft.data.train_limit=16",
+        "pairs.pairs.max_questions=8", "pairs.pairs.samples=2", "pairs.pairs.max_new_tokens=16",
+        "rm.train.max_steps=2", "dpo.train.max_steps=2",
+        "ppo.train.max_steps=2", "ppo.train.max_completion_length=16",
+        "grpo.train.max_steps=1", "grpo.train.max_completion_length=16",
+        "compare.limit=4",
+        *(f"{s}.eval.max_new_tokens=16" for s in ("sft", "dpo", "ppo", "grpo")),
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200")
+    p = subprocess.run(
+        [sys.executable, "-m", "nl2sql_align", "demo", "--model-dir", str(tiny_model_dir),
+         *(a for s in short for a in ("--set", s))],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900,
     )
-    assert "EX before" in p.stdout and "after SFT" in p.stdout
-    after = json.loads((tmp_path / "demo" / "sft" / "eval" / "summary.json").read_text())
-    before = json.loads((tmp_path / "demo" / "eval-before" / "summary.json").read_text())
-    assert after["n"] == before["n"] == 4
-    assert (tmp_path / "model" / "tiny_model.json").is_file()
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = tmp_path / "out" / "demo"
+    summary = json.loads((out / "compare" / "summary.json").read_text())
+    assert [(r["name"], r["stage"]) for r in summary["runs"]] == [("sft", "sft"), ("dpo", "dpo"), ("ppo", "ppo"), ("grpo", "grpo")]
+    assert summary["n"] == 4 and [r["steps"] for r in summary["runs"]] == [2, 2, 2, 1]
+    assert [r["status"] for r in summary["pipeline"]["steps"]] == ["ran"] * 6
+    # PPO was rewarded by the reward model the rm step trained, beside execution.
+    ppo_rows = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    assert any("rewards/reward_model/mean" in r for r in ppo_rows)
+    assert "out/demo/rm" in (out / "ppo" / "recipe.resolved.toml").read_text()
+    for name in ("sft", "dpo", "ppo", "grpo"):  # the terminal table
+        assert f"│ {name} " in p.stdout
+    assert (out / "compare" / "report.md").is_file() and "EX hard+extra %" in p.stdout

@@ -77,3 +77,27 @@ def test_ppo_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
     assert len((out / "completions.jsonl").read_text().splitlines()) == 2 * 3  # two rollouts, one writer
     assert (out / "value_head.safetensors").is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == ["ppo"]
+
+
+def test_pipeline_step_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
+    """A pipeline step with num_processes = 2 trains through `accelerate launch`, then is stamped and compared."""
+    out, trace = tmp_path / "sft", tmp_path / "trace"
+    sets = [f"model.name_or_path={json.dumps(str(tiny_model_dir))}", f"output_dir={json.dumps(str(out))}",
+            "data.train_limit=32", "train.num_train_epochs=1", "train.per_device_train_batch_size=4",
+            "train.max_steps=-1", "eval.after_training=false"]
+    pipe = tmp_path / "pipe.toml"
+    pipe.write_text(
+        f'[compare]\ndata = "demo:dev"\nlimit = 2\nreport = {json.dumps(str(tmp_path / "report"))}\n\n'
+        f'[[steps]]\nname = "sft"\ncommand = "sft"\nrecipe = {json.dumps(str(REPO / "recipes" / "tiny-sft.toml"))}\n'
+        f"num_processes = 2\nset = {json.dumps(sets)}\n"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1", NL2SQL_ALIGN_TRACE_DIR=str(trace), OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "nl2sql_align", "compare", "--recipe", str(pipe), "--set",
+                        "sft.eval.max_new_tokens=8"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-4000:]
+    r0, r1 = _ranks(trace)
+    assert r0["global_step"] == r1["global_step"] == 4  # 32 examples / (4 per device x 2 devices)
+    assert r0["params"] == r1["params"]
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["runs"][0]["steps"] == 4 and summary["pipeline"]["steps"][0]["status"] == "ran"
+    assert json.loads((out / ".pipeline-step.json").read_text())["step"] == "sft"

@@ -290,3 +290,19 @@ def test_qlora_preference_stages_train_adapters_on_a_4bit_base(stage, tiny_model
     adapters = load_file(str(out / "adapter_model.safetensors"))
     lora_b = [v for k, v in adapters.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)
+
+
+def test_pairs_max_questions_draws_a_seeded_subset_in_order():
+    from nl2sql_align.pairs import sample_questions
+
+    exs = load_examples("demo:train")
+    pos = {ex.id: i for i, ex in enumerate(exs)}
+    a, b, c = (sample_questions(exs, 60, seed) for seed in (0, 0, 1))
+    assert [e.id for e in a] == [e.id for e in b] and len(a) == 60
+    assert [e.id for e in a] != [e.id for e in c]  # the seed picks the subset
+    assert [pos[e.id] for e in a] == sorted(pos[e.id] for e in a)  # original order kept
+    # The demo file is sorted by database: the first 60 are one database, a random 60 are not.
+    assert len({e.db_id for e in exs[:60]}) == 1 and len({e.db_id for e in a}) == 3
+    assert sample_questions(exs, None, 0) == exs and sample_questions(exs, 10**6, 0) == exs
+    with pytest.raises(RecipeError, match="pairs.max_questions = 0"):
+        sample_questions(exs, 0, 0)

@@ -12,6 +12,9 @@ from nl2sql_align.recipe import dump_toml, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.toml"))
+# Pipeline recipes (compare --recipe) list [[steps]]; tests/test_pipeline.py checks them.
+PIPELINES = [p for p in RECIPES if "steps" in tomllib.loads(p.read_text())]
+RECIPES = [p for p in RECIPES if p not in PIPELINES]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,15 @@ def test_every_recipe_is_valid(path: Path):
         if key not in ("bf16", "fp16", "tf32", "report_to"):
             got = getattr(args, key)
             assert got == value or got == [value] or str(getattr(got, "value", got)) == str(value), key
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_pipeline_recipe_plans(path: Path):
+    from nl2sql_align.pipeline import load_pipeline, plan
+
+    assert path.read_text().startswith(f"# nl2sql-align compare --recipe recipes/{path.name}")
+    steps = plan(load_pipeline(path))  # every step's recipe validated by its stage, and the plumbing traced
+    assert any(s.compared for s in steps)
 
 
 def test_unknown_key_names_file_key_and_nearest(tmp_path: Path, sft_config):

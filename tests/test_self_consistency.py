@@ -126,3 +126,28 @@ def test_score_predictions_votes_on_executed_candidates(tmp_path: Path, spider_d
     summary = summarize(rows, "spider")
     assert summary["ex"] == 0.0 and summary["ex_voted"] == 100.0
     assert "ex_voted" not in summarize([{k: v for k, v in r.items() if not k.startswith("voted")}], "spider")
+
+
+def test_recipe_eval_samples_vote_after_training_as_eval_does(tiny_model_dir: Path, tmp_path: Path):
+    """`[eval] samples` gives the after-training eval (and compare) the same self-consistency as `eval --samples`:
+    same candidates, same vote."""
+    from nl2sql_align.data import load_examples
+    from nl2sql_align.evaluate import evaluate_model, load_model_for_eval
+    from nl2sql_align.recipe import load_recipe
+    from tests.conftest import REPO
+
+    recipe_path = REPO / "recipes" / "tiny-sft.toml"
+    r = load_recipe(recipe_path, ["eval.samples=3", "eval.temperature=1.0", "eval.max_new_tokens=16"])
+    m, tok = load_model_for_eval(str(tiny_model_dir))
+    summary = evaluate_model(m, tok, load_examples("demo:dev", limit=5), r, report_dir=tmp_path / "a", print_table=False)
+    cli("eval", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "5", "--report", str(tmp_path / "b"),
+        "--recipe", str(recipe_path), "--samples", "3", "--temperature", "1.0", "--set", "eval.max_new_tokens=16")
+    other = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["samples"] == other["samples"] == 3 and "ex_voted" in summary
+    assert summary["ex_voted"] == other["ex_voted"] and summary["ex"] == other["ex"]
+
+    def cands(d: Path) -> list[list[str]]:
+        rows = [json.loads(line) for line in (d / "per_example.jsonl").read_text().splitlines()]
+        return [[c["sql"] for c in row["candidates"]] for row in rows]
+
+    assert cands(tmp_path / "a") == cands(tmp_path / "b") and all(len(c) == 3 for c in cands(tmp_path / "a"))

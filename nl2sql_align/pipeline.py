@@ -1,0 +1,404 @@
+"""`compare --recipe PIPELINE.toml`: run the stages a pipeline recipe names, in order, then compare the policies
+they trained on one eval set (compare.compare_runs).
+
+A pipeline recipe lists steps; each is a command (sft, rm, dpo, ppo, grpo or pairs) with its own recipe (a path
+relative to the pipeline file) and `--set` overrides. Steps talk to each other only through the folders their
+recipes name (dpo's data.train is the pairs step's output, ppo's reward.model the rm step's), so each step stays
+a command a user could run by hand, and the pipeline can check the plumbing before anything runs:
+
+- every recipe loads and validates (keys, types, the stage's TRL config) up front, not hours in;
+- an input that a later step writes is an ordering error; a local input that nothing writes and that does not
+  exist is named now.
+
+Make-like reuse: a finished step stamps its output with a fingerprint of its resolved recipe, the fingerprints
+of the steps it reads from, and the size and mtime of the inputs that no step writes (a base model, a data
+file). A step whose output carries the fingerprint it would write is reused (a crash in GRPO does not cost the
+SFT again); one whose output exists with another fingerprint (settings, an input or an upstream step changed)
+is refused unless `--overwrite`; `--no-reuse` retrains everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from nl2sql_align.errors import RecipeError, UserError
+from nl2sql_align.stages import STAGES
+
+COMMANDS = (*STAGES, "pairs")
+POLICY_STAGES = ("sft", "dpo", "ppo", "grpo")  # what writes SQL, so what compare scores
+STAMP = ".pipeline-step.json"
+
+
+@dataclass
+class StepSection:
+    name: str = ""
+    command: Literal["sft", "rm", "dpo", "ppo", "grpo", "pairs"] = "sft"
+    recipe: str = ""  # relative to the pipeline file
+    set: list[str] = field(default_factory=list)  # --set overrides, after the pipeline's own
+    compare: bool | None = None  # score it in the comparison (default: sft, dpo, ppo and grpo steps)
+    # Training steps: run through `accelerate launch` on N processes (or as an Accelerate config says), like
+    # the stage commands' --num-processes / --accelerate-config.
+    num_processes: int = 1
+    accelerate_config: str | None = None  # relative to the pipeline file
+
+
+@dataclass
+class ComparePlanSection:
+    data: str = ""  # the eval set every compared policy is scored on
+    report: str = "out/compare"
+    limit: int | None = None
+    metric: Literal["spider", "bird"] = "spider"
+    db_dir: str | None = None
+
+
+@dataclass
+class PipelineRecipe:
+    set: list[str] = field(default_factory=list)  # overrides applied to every step's recipe
+    compare: ComparePlanSection = field(default_factory=ComparePlanSection)
+    steps: list[StepSection] = field(default_factory=list)
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+
+@dataclass
+class Step:
+    """One step, planned: its resolved recipe and where it reads and writes."""
+
+    section: StepSection
+    recipe: Any  # nl2sql_align.recipe.Recipe
+    recipe_path: Path
+    output: Path
+    inputs: list[tuple[str, str]]  # (recipe key, path or data spec)
+    overrides: list[str] = field(default_factory=list)  # the pipeline's `set`, then the step's
+    accelerate_config: Path | None = None
+    upstream: list[str] = field(default_factory=list)  # names of the steps it reads from
+    external: dict[str, Any] = field(default_factory=dict)  # inputs no step writes: their size and mtime
+    fingerprint: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.section.name
+
+    @property
+    def command(self) -> str:
+        return self.section.command
+
+    @property
+    def compared(self) -> bool:
+        return _is_compared(self.section)
+
+
+def is_pipeline_recipe(path: Path) -> bool:
+    """A pipeline recipe has [[steps]]; a stage recipe never does."""
+    try:
+        return "steps" in tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def describe(steps: list[Step]) -> list[str]:
+    """One line per step: what it runs, what it reads from which step, where it writes."""
+    lines = []
+    for s in steps:
+        reads = f", after {', '.join(dict.fromkeys(s.upstream))}" if s.upstream else ""
+        mark = " (compared)" if s.compared else ""
+        lines.append(f"{s.name}: {s.command} --recipe {s.recipe_path} -> {s.output}{reads}{mark}")
+    return lines
+
+
+def load_pipeline(path: Path, overrides: list[str] | None = None) -> PipelineRecipe:
+    """Read a pipeline recipe. `--set STEP.key=value` changes one step's recipe, `--set compare.key=value` the
+    comparison; every key is checked like a stage recipe's."""
+    from nl2sql_align.recipe import _build
+
+    if not path.is_file():
+        raise RecipeError(f"pipeline recipe not found: {path}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: not valid TOML: {e}") from None
+    pipe: PipelineRecipe = _build(PipelineRecipe, raw, str(path), prefix="")
+    pipe.source = str(path)
+    if not pipe.steps:
+        raise RecipeError(f"{path}: no [[steps]]; each names a command (sft, rm, dpo, ppo, grpo, pairs) and a recipe")
+    names = [s.name for s in pipe.steps]
+    for i, s in enumerate(pipe.steps):
+        where = f"{path}: steps[{i}]"
+        if not s.name or not s.name.replace("-", "").replace("_", "").isalnum():
+            raise RecipeError(f"{where}: name = {s.name!r}; give each step a short name (letters, digits, - or _)")
+        if names.count(s.name) > 1:
+            raise RecipeError(f"{where}: two steps are named {s.name!r}; step names must be unique")
+        if s.name == "compare":
+            raise RecipeError(f"{where}: 'compare' is reserved for the [compare] table; rename the step")
+        if (s.num_processes > 1 or s.accelerate_config) and s.command not in STAGES:
+            raise RecipeError(f"{where} ({s.name}): num_processes/accelerate_config apply to training steps, not {s.command}")
+        if s.accelerate_config and not (path.parent / s.accelerate_config).is_file():
+            raise RecipeError(f"{where} ({s.name}): accelerate_config {s.accelerate_config!r} not found (see recipes/accelerate/)")
+        if not s.recipe:
+            raise RecipeError(f"{where} ({s.name}): recipe is not set; name the {s.command} recipe this step runs")
+        if s.compare and s.command not in POLICY_STAGES:
+            raise RecipeError(
+                f"{where} ({s.name}): compare = true, but a {s.command} step writes no SQL to score; compare the "
+                "policies trained from it instead"
+            )
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        head, dot, rest = key.strip().partition(".")
+        if not sep or not dot:
+            raise RecipeError(f"--set {item!r}: expected STEP.key=value (steps: {', '.join(names)}) or compare.key=value")
+        if head == "compare":
+            raw.setdefault("compare", {})[rest] = _parse(value)
+            pipe.compare = _build(PipelineRecipe, {"compare": raw["compare"]}, f"--set {item}", "").compare
+        elif head in names:
+            pipe.steps[names.index(head)].set.append(f"{rest}={value}")
+        else:
+            raise RecipeError(f"--set {item!r}: no step named {head!r} in {path} (steps: {', '.join(names)})")
+    if not pipe.compare.data:
+        raise RecipeError(f"{path}: [compare] data is not set: the eval set every policy is scored on, e.g. demo:dev")
+    if not any(_is_compared(s) for s in pipe.steps):
+        raise RecipeError(f"{path}: no step trains a policy to compare (an sft, dpo, ppo or grpo step without compare = false)")
+    return pipe
+
+
+def _parse(text: str) -> Any:
+    from nl2sql_align.recipe import _parse_value
+
+    return _parse_value(text.strip())
+
+
+def _is_compared(s: StepSection) -> bool:
+    return s.compare if s.compare is not None else s.command in POLICY_STAGES
+
+
+def _local_path(spec: str) -> str | None:
+    """The filesystem path a data spec reads (spider:DIR -> DIR), None for the built-in demo."""
+    kind, _, rest = spec.partition(":")
+    if kind == "demo" and rest:
+        return None
+    if kind in ("spider", "bird") and rest:
+        return rest
+    return spec
+
+
+def _step_io(section: StepSection, recipe) -> tuple[Path, list[tuple[str, str]]]:
+    """(output folder, inputs as (recipe key, path)) of one step, as its command will read them."""
+    from nl2sql_align.pairs import pairs_plan
+
+    inputs = [("model.name_or_path", recipe.model.name_or_path)]
+    if section.command == "pairs":
+        _, data, output = pairs_plan(recipe)
+        inputs.append(("pairs.data", data))
+        return output, inputs
+    d = recipe.data
+    inputs += [(f"data.{k}", v) for k, v in (("train", d.train), ("eval", d.eval), ("eval_pairs", d.eval_pairs)) if v]
+    if section.command in ("ppo", "grpo") and recipe.reward is not None and recipe.reward.model:
+        inputs.append(("reward.model", recipe.reward.model))
+    if not recipe.output_dir:
+        raise RecipeError(f"{recipe.source}: output_dir is not set; the pipeline needs to know where {section.name} writes")
+    return Path(recipe.output_dir), inputs
+
+
+def _writer(path: str, steps: list[Step]) -> Step | None:
+    p = Path(path)
+    for s in steps:
+        if p == s.output or s.output in p.parents:
+            return s
+    return None
+
+
+def plan(pipe: PipelineRecipe) -> list[Step]:
+    """Load and validate every step's recipe, trace which step feeds which, and fingerprint them. Nothing runs."""
+    from nl2sql_align.recipe import load_recipe
+    from nl2sql_align.stages import load_stage_recipe
+
+    base = Path(pipe.source).parent
+    steps: list[Step] = []
+    for sec in pipe.steps:
+        path = base / sec.recipe
+        if not path.is_file():
+            raise RecipeError(f"{pipe.source}: step {sec.name}: recipe {sec.recipe!r} not found (looked at {path})")
+        overrides = [*pipe.set, *sec.set]
+        try:
+            recipe = (
+                load_recipe(path, overrides) if sec.command == "pairs" else load_stage_recipe(sec.command, path, overrides)[0]
+            )
+            output, inputs = _step_io(sec, recipe)
+        except UserError as e:
+            raise type(e)(f"step {sec.name} ({sec.command}): {e}") from None
+        accel = base / sec.accelerate_config if sec.accelerate_config else None
+        steps.append(Step(sec, recipe, path, output, inputs, overrides, accel))
+    for i, step in enumerate(steps):
+        if (clash := _writer(str(step.output), steps[:i])) is not None and clash.output == step.output:
+            raise RecipeError(f"{pipe.source}: steps {clash.name} and {step.name} both write {step.output}")
+        for key, spec in step.inputs:
+            local = _local_path(spec)
+            if local is None:
+                continue
+            writer = _writer(local, steps[:i])
+            if writer is not None:
+                step.upstream.append(writer.name)
+                continue
+            later = _writer(local, steps[i + 1:])
+            if later is not None:
+                raise RecipeError(
+                    f"{pipe.source}: step {step.name} reads {key} = {spec!r}, which step {later.name} writes after it; "
+                    f"move {later.name} before {step.name}"
+                )
+            if Path(local).exists():
+                step.external[key] = _signature(Path(local))
+            elif key != "model.name_or_path" or _looks_local(local):
+                raise RecipeError(
+                    f"step {step.name} ({step.recipe_path}): {key} = {spec!r} does not exist and no earlier step writes "
+                    "it; fix the path, or add the step that makes it"
+                )
+        step.fingerprint = _fingerprint(step, {s.name: s.fingerprint for s in steps[:i]})
+    return steps
+
+
+def _signature(path: Path) -> Any:
+    """Size and mtime of an input file, or of a folder's files: a rebuilt model or an edited data file makes the
+    steps that read it stale (contents are not hashed: a multi-GB model would take minutes)."""
+    def stat(p: Path) -> list[int]:
+        st = p.stat()
+        return [st.st_size, st.st_mtime_ns]
+
+    try:
+        if path.is_dir():
+            return {c.name: stat(c) for c in sorted(path.iterdir()) if c.is_file()}
+        return stat(path)
+    except OSError:
+        return None
+
+
+def _looks_local(path: str) -> bool:
+    """A model path that cannot be a hub id (org/name), so it must exist on disk."""
+    return path.startswith((".", "/", "~")) or path.count("/") != 1
+
+
+def _fingerprint(step: Step, done: dict[str, str]) -> str:
+    from nl2sql_align.recipe import dump_toml
+
+    blob = json.dumps(
+        {
+            "command": step.command,
+            "recipe": dump_toml(step.recipe.to_dict()),
+            "upstream": {n: done[n] for n in sorted(set(step.upstream))},
+            "external": step.external,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def step_state(step: Step) -> str:
+    """'missing', 'current' (made by this step with these settings and inputs) or 'stale'."""
+    out = step.output
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return "missing"
+    try:
+        stamp = json.loads((out / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "stale"
+    return "current" if stamp.get("fingerprint") == step.fingerprint else "stale"
+
+
+def step_argv(step: Step, overwrite: bool, resume: bool) -> list[str]:
+    """The step as the command a user would type: `nl2sql-align <command> --recipe R --set ...`."""
+    argv = [step.command, "--recipe", str(step.recipe_path)]
+    argv += [a for o in step.overrides for a in ("--set", o)]
+    argv += ["--overwrite"] if overwrite else []
+    argv += ["--resume"] if resume else []
+    return argv
+
+
+def run_step(step: Step, overwrite: bool, resume: bool) -> None:
+    """Run one step as its own command in a child process, then stamp its output.
+
+    A child process per step, not a call in this one: each stage's train_end row then measures that stage alone
+    (peak RSS is a per-process high-water mark, so in one process every later stage would report the largest
+    peak so far), a crash or leak stays inside its step, and the step is exactly the command a user could
+    rerun by hand (its recipe.resolved.toml says so)."""
+    import subprocess
+    import sys
+
+    from nl2sql_align.launch import launch_command, launch_env
+    from nl2sql_align.stages.runner import complete_checkpoints, partial_dir
+
+    sec = step.section
+    resume_it = resume and step.command != "pairs" and bool(complete_checkpoints(partial_dir(step.output)))
+    argv = step_argv(step, overwrite, resume_it)
+    if sec.num_processes > 1 or sec.accelerate_config:
+        cmd, env = launch_command(sec.num_processes, step.accelerate_config, argv), launch_env()
+    else:
+        cmd, env = [sys.executable, "-m", "nl2sql_align", *argv], None
+    code = subprocess.call(cmd, env=env)
+    if code != 0:
+        raise UserError(
+            f"step {step.name} failed (exit {code}): nl2sql-align {' '.join(argv)}; the error is above. Fix it and "
+            "run the pipeline again: the steps before it are reused"
+        )
+    stamp = {"step": step.name, "command": step.command, "recipe": str(step.recipe_path), "fingerprint": step.fingerprint}
+    (step.output / STAMP).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
+
+
+def run_pipeline(
+    path: Path, overrides: list[str] | None = None, *, report: Path | None = None, overwrite: bool = False,
+    reuse: bool = True, resume: bool = False, command: str = "nl2sql-align compare",
+) -> dict[str, Any]:
+    """Plan, run the steps that are not current, compare the policies; returns compare's summary with a
+    `pipeline` entry (each step's status and wall time)."""
+    from rich.console import Console
+
+    from nl2sql_align.compare import score_runs, write_report
+
+    console = Console()
+    pipe = load_pipeline(path, overrides)
+    steps = plan(pipe)
+    states = {s.name: step_state(s) for s in steps}
+    if not overwrite:
+        stale = [s for s in steps if states[s.name] == "stale" or (not reuse and states[s.name] == "current")]
+        if stale:
+            raise UserError(
+                "these outputs exist but were not made by this pipeline with these settings and inputs: "
+                + ", ".join(f"{s.name} -> {s.output}" for s in stale)
+                + "; pass --overwrite to retrain them (or point the step's output_dir elsewhere)"
+            )
+    report = report or Path(pipe.compare.report)
+    t0 = time.time()
+    rows = []
+    rerun: set[str] = set()
+    for i, step in enumerate(steps, 1):
+        upstream_rerun = bool(rerun & set(step.upstream))
+        reused = reuse and states[step.name] == "current" and not upstream_rerun
+        label = f"[bold]{i}/{len(steps) + 1}[/] {step.name}: {step.command} --recipe {step.recipe_path} -> {step.output}"
+        if reused:
+            console.print(f"{label} [green](up to date: reused)[/]")
+            rows.append({"name": step.name, "command": step.command, "output": str(step.output), "status": "reused",
+                         "seconds": None, "recipe": str(step.recipe_path)})
+            continue
+        console.rule(label, align="left")
+        t = time.time()
+        run_step(step, overwrite=overwrite or states[step.name] != "missing", resume=resume)
+        rerun.add(step.name)
+        rows.append({"name": step.name, "command": step.command, "output": str(step.output), "status": "ran",
+                     "seconds": round(time.time() - t, 1), "recipe": str(step.recipe_path)})
+    compared = [s for s in steps if s.compared]
+    console.rule(f"[bold]{len(steps) + 1}/{len(steps) + 1}[/] compare {', '.join(s.name for s in compared)} on "
+                 f"{pipe.compare.data}", align="left")
+    c = pipe.compare
+    t = time.time()
+    summary, runs = score_runs(
+        [s.output for s in compared], c.data, report, limit=c.limit, metric=c.metric, db_dir=c.db_dir,
+        command=command, names=[s.name for s in compared],
+    )
+    summary["pipeline"] = {
+        "recipe": str(path), "report": str(report), "steps": rows, "compare_seconds": round(time.time() - t, 1),
+        "total_seconds": round(time.time() - t0, 1),
+    }
+    write_report(summary, runs, report)
+    return summary

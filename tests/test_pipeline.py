@@ -1,0 +1,158 @@
+"""`compare --recipe`: a pipeline of stage steps, checked before anything runs, reused when up to date, then
+compared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nl2sql_align.errors import RecipeError, UserError
+from nl2sql_align.pipeline import load_pipeline, plan, run_pipeline
+from tests.conftest import REPO
+from tests.test_cli import cli
+
+RECIPES = REPO / "recipes"
+
+
+def _write(tmp: Path, steps: list[dict], head: str = "") -> Path:
+    """A pipeline file; each step dict becomes one [[steps]] table."""
+    lines = [head, '[compare]', 'data = "demo:dev"', f'report = "{tmp / "report"}"', "limit = 4", ""]
+    for s in steps:
+        lines.append("[[steps]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in s.items()]
+        lines.append("")
+    path = tmp / "pipe.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _demo_like(tmp: Path, model: Path | str = "out/tiny-model") -> list[dict]:
+    """sft -> pairs -> dpo, on the shipped tiny recipes, sized for the micro model and seconds of CPU."""
+    return [
+        {"name": "sft", "command": "sft", "recipe": str(RECIPES / "tiny-sft.toml"), "set": [
+            f"model.name_or_path={json.dumps(str(model))}", f"output_dir={json.dumps(str(tmp / 'sft'))}",
+            "data.train_limit=16", "train.max_steps=2", "train.logging_steps=1"]},
+        {"name": "pairs", "command": "pairs", "recipe": str(RECIPES / "tiny-dpo.toml"), "set": [
+            f"model.name_or_path={json.dumps(str(tmp / 'sft'))}", f"pairs.output={json.dumps(str(tmp / 'pairs'))}",
+            "pairs.max_questions=12", "pairs.samples=2", "pairs.max_new_tokens=16"]},
+        {"name": "dpo", "command": "dpo", "recipe": str(RECIPES / "tiny-dpo.toml"), "set": [
+            f"model.name_or_path={json.dumps(str(tmp / 'sft'))}", f"output_dir={json.dumps(str(tmp / 'dpo'))}",
+            f"data.train={json.dumps(str(tmp / 'pairs' / 'pairs.jsonl'))}", "train.max_steps=2",
+            "train.logging_steps=1", "data.holdout=0.2"]},
+    ]
+
+
+HEAD = 'set = ["eval.after_training=false"]'
+
+
+def test_plan_traces_the_steps_and_checks_every_recipe(tmp_path: Path):
+    steps = plan(load_pipeline(_write(tmp_path, _demo_like(tmp_path), HEAD)))
+    assert [s.name for s in steps] == ["sft", "pairs", "dpo"]
+    assert [s.upstream for s in steps] == [[], ["sft"], ["sft", "pairs"]]
+    assert [s.compared for s in steps] == [True, False, True]
+    # The pipeline-wide `set` reached every step's recipe, and each step's own after it.
+    assert all(s.recipe.eval.after_training is False for s in steps)
+    assert steps[2].recipe.data.holdout == 0.2 and steps[1].recipe.pairs.samples == 2
+    # A bad key inside a step's recipe is named with the step, before anything runs.
+    with pytest.raises(RecipeError, match=r"step dpo \(dpo\).*train\.betaa"):
+        plan(load_pipeline(_write(tmp_path, _demo_like(tmp_path), HEAD), ["dpo.train.betaa=0.2"]))
+
+
+def test_fingerprints_follow_settings_and_upstream_steps(tmp_path: Path):
+    path = _write(tmp_path, _demo_like(tmp_path), HEAD)
+    base = {s.name: s.fingerprint for s in plan(load_pipeline(path))}
+    assert base == {s.name: s.fingerprint for s in plan(load_pipeline(path))}  # deterministic
+    dpo_changed = {s.name: s.fingerprint for s in plan(load_pipeline(path, ["dpo.train.beta=0.2"]))}
+    assert dpo_changed["sft"] == base["sft"] and dpo_changed["pairs"] == base["pairs"]
+    assert dpo_changed["dpo"] != base["dpo"]
+    # A change upstream makes everything that reads from it stale too.
+    sft_changed = {s.name: s.fingerprint for s in plan(load_pipeline(path, ["sft.train.learning_rate=1e-3"]))}
+    assert all(sft_changed[n] != base[n] for n in base)
+    # So does a changed input that no step writes (here the base model: rebuilt, its weights differ in size).
+    model = tmp_path / "base"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"x" * 10)
+    built = _write(tmp_path, _demo_like(tmp_path, model), HEAD)
+    first = {s.name: s.fingerprint for s in plan(load_pipeline(built))}
+    assert first == {s.name: s.fingerprint for s in plan(load_pipeline(built))}
+    (model / "model.safetensors").write_bytes(b"x" * 11)
+    rebuilt = {s.name: s.fingerprint for s in plan(load_pipeline(built))}
+    assert all(rebuilt[n] != first[n] for n in first)
+
+
+def test_plumbing_errors_are_named_before_anything_runs(tmp_path: Path):
+    steps = _demo_like(tmp_path)
+    with pytest.raises(RecipeError, match="step dpo reads data.train = .*pairs.jsonl', which step pairs writes after it; move pairs before dpo"):
+        plan(load_pipeline(_write(tmp_path, [steps[0], steps[2], steps[1]])))
+    with pytest.raises(RecipeError, match=r"step dpo .*data.train = .*nowhere.jsonl' does not exist and no earlier step writes it"):
+        plan(load_pipeline(_write(tmp_path, steps), [f"dpo.data.train={json.dumps(str(tmp_path / 'nowhere.jsonl'))}"]))
+    with pytest.raises(RecipeError, match="no step named 'ppo'.*steps: sft, pairs, dpo"):
+        load_pipeline(_write(tmp_path, steps), ["ppo.train.max_steps=3"])
+    with pytest.raises(RecipeError, match=r"unknown key 'steps\[0\]\.recipes'; did you mean 'recipe'"):
+        load_pipeline(_write(tmp_path, [{"name": "sft", "command": "sft", "recipes": "x.toml"}]))
+    with pytest.raises(RecipeError, match=r"steps\[0\]\.command = 'sfft' is not one of"):
+        load_pipeline(_write(tmp_path, [{"name": "sft", "command": "sfft", "recipe": "x.toml"}]))
+    with pytest.raises(RecipeError, match="steps sft and again both write"):
+        again = dict(steps[0], name="again")
+        plan(load_pipeline(_write(tmp_path, [steps[0], again])))
+    with pytest.raises(RecipeError, match="no step trains a policy"):
+        load_pipeline(_write(tmp_path, [steps[1]]))
+    # The CLI says it in one line and exits non-zero.
+    p = cli("compare", "--recipe", str(_write(tmp_path, [steps[0], steps[2], steps[1]])), check=False)
+    assert p.returncode == 2 and "move pairs before dpo" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "sft").exists()
+
+
+def _mtime(out: Path) -> float:
+    return (out / "model.safetensors").stat().st_mtime_ns
+
+
+def test_pipeline_runs_compares_then_reuses_what_is_up_to_date(tiny_model_dir, tmp_path: Path):
+    path = _write(tmp_path, _demo_like(tmp_path, tiny_model_dir), HEAD)
+    report = tmp_path / "report"
+    summary = run_pipeline(path)
+    pipe = summary["pipeline"]
+    assert [(r["name"], r["status"]) for r in pipe["steps"]] == [("sft", "ran"), ("pairs", "ran"), ("dpo", "ran")]
+    # The policies were compared (not the pairs): their own outputs, their stages, scored on 4 dev questions.
+    assert [(r["name"], r["stage"], r["path"]) for r in summary["runs"]] == [
+        ("sft", "sft", str(tmp_path / "sft")), ("dpo", "dpo", str(tmp_path / "dpo"))]
+    assert summary["n"] == 4 and all(r["steps"] == 2 for r in summary["runs"])
+    assert not (tmp_path / "sft" / "eval").exists()  # the stage's own eval was switched off by the pipeline
+    md = (report / "report.md").read_text()
+    assert f"## Pipeline `{path}`" in md and "| pairs | pairs |" in md
+    for png in ("ex.png", "cost.png", "curves.png"):
+        assert (report / png).read_bytes()[:4] == b"\x89PNG"
+    ex = [r["ex"] for r in summary["runs"]]
+    stamps = {n: _mtime(tmp_path / n) for n in ("sft", "dpo")}
+
+    # Again, unchanged: nothing retrains, and the scores are the same.
+    again = run_pipeline(path)
+    assert [r["status"] for r in again["pipeline"]["steps"]] == ["reused"] * 3
+    assert {n: _mtime(tmp_path / n) for n in ("sft", "dpo")} == stamps
+    assert [r["ex"] for r in again["runs"]] == ex
+
+    # A changed dpo setting: refused without --overwrite (and nothing touched), then only dpo retrains.
+    with pytest.raises(UserError, match=r"dpo -> .*dpo; pass --overwrite"):
+        run_pipeline(path, ["dpo.train.beta=0.3"])
+    assert _mtime(tmp_path / "dpo") == stamps["dpo"]
+    third = run_pipeline(path, ["dpo.train.beta=0.3"], overwrite=True)
+    assert [r["status"] for r in third["pipeline"]["steps"]] == ["reused", "reused", "ran"]
+    assert _mtime(tmp_path / "sft") == stamps["sft"] and _mtime(tmp_path / "dpo") != stamps["dpo"]
+    assert "beta = 0.3" in (tmp_path / "dpo" / "recipe.resolved.toml").read_text()
+
+    # --no-reuse --overwrite retrains every step; the stale dpo cascades from a retrained sft.
+    fourth = run_pipeline(path, ["dpo.train.beta=0.3"], overwrite=True, reuse=False)
+    assert [r["status"] for r in fourth["pipeline"]["steps"]] == ["ran"] * 3
+    assert _mtime(tmp_path / "sft") != stamps["sft"]
+
+
+def test_shipped_demo_pipeline_plans_the_whole_comparison():
+    steps = plan(load_pipeline(RECIPES / "compare-demo.toml"))
+    by = {s.name: s for s in steps}
+    assert [s.command for s in steps] == ["sft", "pairs", "rm", "dpo", "ppo", "grpo"]
+    assert by["dpo"].upstream == ["sft", "pairs"] and "rm" in by["ppo"].upstream
+    assert by["ppo"].recipe.reward.model == "out/demo/rm"
+    assert [s.name for s in steps if s.compared] == ["sft", "dpo", "ppo", "grpo"]
+    assert all(s.recipe.eval.after_training is False for s in steps)
