@@ -114,14 +114,9 @@ def describe(steps: list[Step]) -> list[str]:
 def load_pipeline(path: Path, overrides: list[str] | None = None) -> PipelineRecipe:
     """Read a pipeline recipe. `--set STEP.key=value` changes one step's recipe, `--set compare.key=value` the
     comparison; every key is checked like a stage recipe's."""
-    from nl2sql_align.recipe import _build
+    from nl2sql_align.recipe import _build, read_toml
 
-    if not path.is_file():
-        raise RecipeError(f"pipeline recipe not found: {path}")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: not valid TOML: {e}") from None
+    raw = read_toml(path, "pipeline recipe")
     pipe: PipelineRecipe = _build(PipelineRecipe, raw, str(path), prefix="")
     pipe.source = str(path)
     if not pipe.steps:

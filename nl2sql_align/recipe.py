@@ -206,14 +206,8 @@ def load_recipe(
     raw: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
-        p = Path(path)
-        source = str(p)
-        if not p.is_file():
-            raise RecipeError(f"recipe not found: {p}")
-        try:
-            raw = tomllib.loads(p.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise RecipeError(f"{p}: not valid TOML: {e}") from None
+        source = str(path)
+        raw = read_toml(Path(path))
     for item in overrides or []:
         _apply_override(raw, item, train_config_cls)
     recipe = _build(Recipe, raw, source, prefix="")
@@ -221,6 +215,15 @@ def load_recipe(
     if train_config_cls is not None:
         recipe.train = _check_train(recipe.train, train_config_cls, source)
     return recipe
+
+
+def read_toml(path: Path, what: str = "recipe") -> dict[str, Any]:
+    if not path.is_file():
+        raise RecipeError(f"{what} not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(f"{path}: not valid TOML: {e}") from None
 
 
 def _apply_override(raw: dict[str, Any], item: str, train_config_cls: type | None) -> None:
