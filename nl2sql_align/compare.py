@@ -152,7 +152,8 @@ def run_record(run: Run, summary: dict[str, Any], report_dir: Path) -> dict[str,
     }
 
 
-COLUMNS = ("run", "stage", "EX %", "EX hard+extra %", "exec %", "train s", "steps", "s/step", "peak MB", "tokens/s")
+# Short headers, so that the terminal table fits 80 columns; table_notes says what each measures.
+COLUMNS = ("run", "stage", "EX %", "hard+ EX %", "exec %", "train s", "steps", "s/step", "peak MB", "tok/s")
 
 
 def _fmt(v: Any, spec: str = ".1f") -> str:
@@ -183,8 +184,8 @@ def table_notes(records: list[dict[str, Any]]) -> str:
     kinds = _memory_kinds(records)
     memory = {"RSS": "the training process's peak RSS", "CUDA": "CUDA max allocated"}
     mem = memory.get(next(iter(kinds)), "") if len(kinds) == 1 else "CUDA max allocated on a GPU, else peak RSS"
-    return (f"EX hard+extra: the {n} questions of Spider's hard and extra levels; exec: executable SQL; peak MB: "
-            f"{mem}; train s, steps, s/step, tokens/s: from each run's train_end row")
+    return (f"hard+ EX: EX on the {n} questions of Spider's hard and extra levels; exec: executable SQL; peak MB: "
+            f"{mem}; train s, steps, s/step, tok/s (tokens per second): from each run's train_end row")
 
 
 def result_tables(recs: list[dict[str, Any]]) -> list[str]:

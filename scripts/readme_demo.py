@@ -35,8 +35,8 @@ def section(summary: dict, measured: str) -> str:
     ]
     if pipe:
         lines.append(
-            f"Wall time {pipe['total_seconds'] / 60:.1f} min without the install ({steps}; scoring the four "
-            f"policies {pipe['compare_seconds']:.0f} s)."
+            f"Wall time {pipe['total_seconds'] / 60:.1f} min without the install ({steps}; scoring the "
+            f"{len(summary['runs'])} policies {pipe['compare_seconds']:.0f} s)."
         )
     lines.append(END)
     return "\n".join(lines)

@@ -199,4 +199,4 @@ def test_demo_runs_the_shipped_pipeline_end_to_end_on_a_few_steps(tiny_model_dir
     assert "out/demo/rm" in (out / "ppo" / "recipe.resolved.toml").read_text()
     for name in ("sft", "dpo", "ppo", "grpo"):  # the terminal table
         assert f"│ {name} " in p.stdout
-    assert (out / "compare" / "report.md").is_file() and "EX hard+extra %" in p.stdout
+    assert (out / "compare" / "report.md").is_file() and "hard+ EX %" in p.stdout
