@@ -303,10 +303,14 @@ def score_runs(
     if not examples:
         raise UserError(f"--data {data}: no examples")
     records = []
+    # Execution results shared between the runs: the gold SQL runs once, not once per run, and so does a query
+    # that several models wrote. Keyed by the sandbox limits that can change a result.
+    memos: dict[tuple, dict] = {}
     for run, recipe in zip(runs, recipes, strict=True):
         model, tok = load_model_for_eval(str(run.path))
         out_dir = report / "runs" / run.name
-        summary = evaluate_model(model, tok, examples, recipe, report_dir=out_dir, print_table=False)
+        memo = memos.setdefault((recipe.eval.timeout,), {})
+        summary = evaluate_model(model, tok, examples, recipe, report_dir=out_dir, print_table=False, memo=memo)
         del model
         records.append(run_record(run, summary, out_dir))
     summary = {

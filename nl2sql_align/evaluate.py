@@ -143,20 +143,25 @@ def load_model_for_eval(model_dir: str):
 # Scoring
 
 
-def run_once(executor: SQLExecutor, jobs: list[tuple]) -> list[ExecResult]:
+def run_once(executor: SQLExecutor, jobs: list[tuple], memo: dict | None = None) -> list[ExecResult]:
     """Results aligned with `jobs`, each distinct (database, SQL, dialect) executed once: golds, predictions and
-    samples repeat, and every execution costs a guard parse and a worker round trip."""
-    unique = list(dict.fromkeys(jobs))
-    done = dict(zip(unique, executor.execute_many(unique, progress=len(unique) > 200), strict=True))
+    samples repeat, and every execution costs a guard parse and a worker round trip. `memo` carries results
+    across calls (compare scores several models on the same gold SQL, and they often write the same queries);
+    the databases are read-only, so a query's result does not change between calls."""
+    done = memo if memo is not None else {}
+    todo = [j for j in dict.fromkeys(jobs) if j not in done]
+    if todo:
+        done.update(zip(todo, executor.execute_many(todo, progress=len(todo) > 200), strict=True))
     return [done[j] for j in jobs]
 
 
 def gold_results(
-    examples: list[Example], executor: SQLExecutor, keep_distinct: bool = False, metric: str = "spider"
+    examples: list[Example], executor: SQLExecutor, keep_distinct: bool = False, metric: str = "spider",
+    memo: dict | None = None,
 ) -> tuple[list[ExecResult], list[str]]:
     """Execute each distinct (database, gold SQL) once. Returns results aligned with examples, and the errors."""
     keys = [(ex.db, as_scored(ex.sql, keep_distinct, metric, ex.dialect or ex.db.dialect), ex.dialect) for ex in examples]
-    aligned = run_once(executor, keys)
+    aligned = run_once(executor, keys, memo)
     errors = [
         f"{ex.source or ex.id}: gold SQL fails on {ex.db.path}: {r.error}"
         for ex, r in zip(examples, aligned, strict=True)
@@ -176,6 +181,7 @@ def score_predictions(
     raw_outputs: list[str] | None = None,
     pred_dialect: str | None = None,
     candidates: list[list[str]] | None = None,
+    memo: dict | None = None,
 ) -> list[dict[str, Any]]:
     """One row per example: index, id, db, gold, pred, correct, executable, error (and hardness, raw output).
 
@@ -183,7 +189,8 @@ def score_predictions(
     (database, SQL) once) and the row gains the self-consistency answer (`vote`): voted_pred, voted_index,
     voted_correct, voted_executable, and `candidates`, one {sql, executable, error, correct, group,
     group_size} per candidate in sampling order (group: the candidate's result group, numbered by first
-    appearance; None and group_size 0 when it failed). The vote never sees the gold; `correct` is scored after."""
+    appearance; None and group_size 0 when it failed). The vote never sees the gold; `correct` is scored after.
+    `memo`: execution results shared across calls (run_once)."""
     if len(predictions) != len(examples):
         raise UserError(f"{len(predictions)} predictions for {len(examples)} examples: they must align one to one")
     if candidates is not None and len(candidates) != len(examples):
@@ -191,7 +198,7 @@ def score_predictions(
     own = executor is None
     executor = executor or SQLExecutor()
     try:
-        golds, gold_errors = gold_results(examples, executor, keep_distinct, metric)
+        golds, gold_errors = gold_results(examples, executor, keep_distinct, metric, memo)
         if gold_errors and not skip_bad_gold:
             raise failing_gold_error(
                 gold_errors, "those examples cannot be scored",
@@ -205,7 +212,7 @@ def score_predictions(
         jobs = [job(ex, p) for ex, p in zip(examples, predictions, strict=True)]
         for ex, cs in zip(examples, candidates or [], strict=False):
             jobs += [job(ex, c) for c in cs]
-        results = iter(run_once(executor, jobs))
+        results = iter(run_once(executor, jobs, memo))
         preds = [next(results) for _ in examples]
         cand_results = [[next(results) for _ in cs] for cs in candidates] if candidates is not None else None
     finally:
@@ -477,13 +484,14 @@ def model_predictions(model, tokenizer, examples, recipe) -> tuple[list[str], li
 
 
 def evaluate_model(model, tokenizer, examples, recipe, report_dir: Path | None = None, title: str = "eval",
-                   print_table: bool = True) -> dict[str, Any]:
-    """Generate, score, write the report, print the table. Used after training and by compare."""
+                   print_table: bool = True, memo: dict | None = None) -> dict[str, Any]:
+    """Generate, score, write the report, print the table. Used after training and by compare (which shares
+    `memo`, execution results, between the models it scores)."""
     e = recipe.eval
     outputs, preds, candidates = model_predictions(model, tokenizer, examples, recipe)
     with SQLExecutor(workers=e.workers, timeout=e.timeout) as ex:
         rows = score_predictions(
-            examples, preds, metric=e.metric, executor=ex, raw_outputs=outputs, candidates=candidates
+            examples, preds, metric=e.metric, executor=ex, raw_outputs=outputs, candidates=candidates, memo=memo
         )
     summary = summarize(rows, e.metric)
     if e.samples is not None:

@@ -120,3 +120,24 @@ def test_compare_scores_a_trained_model_like_eval(subset_sft, two_runs, tmp_path
 def test_compare_help():
     p = cli("compare", "--help")
     assert "--runs" in p.stdout and "--data" in p.stdout and "--report" in p.stdout
+
+
+def test_compare_executes_each_query_once_across_runs(two_runs, tmp_path: Path, monkeypatch):
+    """The gold SQL (and any query two models both wrote) runs once for the whole comparison, not once per run."""
+    from collections import Counter
+
+    from nl2sql_align.compare import compare_runs
+    from nl2sql_align.sql import SQLExecutor
+
+    seen: Counter = Counter()
+    real = SQLExecutor.execute_many
+
+    def spy(self, jobs, *args, **kwargs):
+        seen.update(jobs)
+        return real(self, jobs, *args, **kwargs)
+
+    monkeypatch.setattr(SQLExecutor, "execute_many", spy)
+    summary = compare_runs(list(two_runs), "demo:dev", tmp_path / "cmp", limit=8)
+    # Both runs are scored against the same 8 gold queries, so without the shared results they would run twice.
+    assert seen and max(seen.values()) == 1, [j[1] for j, n in seen.items() if n > 1]
+    assert [r["n"] for r in summary["runs"]] == [8, 8]
