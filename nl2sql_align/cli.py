@@ -471,7 +471,7 @@ def run_pipeline_command(
     recipe: Path, set_: list[str] | None, data: str | None, report: Path | None, limit: int | None,
     metric: str | None, db_dir: str | None, overwrite: bool, reuse: bool, resume: bool,
 ) -> dict:
-    """`compare --recipe`, and `demo`: options given on the command line override the pipeline's [compare]."""
+    """`compare --recipe`: options given on the command line override the pipeline's [compare]."""
     from nl2sql_align.pipeline import run_pipeline
     from nl2sql_align.stages.runner import resolved_command
 
@@ -499,13 +499,15 @@ def demo(
     """The whole job on the embedded demo: build the tiny model, then SFT, pairs -> RM -> DPO and PPO, and GRPO,
     then score every policy on demo:dev beside its training cost (what `make demo` runs)."""
     from nl2sql_align.compare import print_table
+    from nl2sql_align.pipeline import run_pipeline
+    from nl2sql_align.stages.runner import resolved_command
     from nl2sql_align.tiny_model import ensure_tiny_model
 
     typer.echo(f"demo: tiny model -> {model_dir}")
     ensure_tiny_model(model_dir)
-    summary = run_pipeline_command(
-        recipe, [f"sft.model.name_or_path={json.dumps(str(model_dir))}", *(set_ or [])], None, None, None, None,
-        None, overwrite=True, reuse=reuse, resume=False,
+    summary = run_pipeline(
+        recipe, [f"sft.model.name_or_path={json.dumps(str(model_dir))}", *(set_ or [])], overwrite=True,
+        reuse=reuse, command=resolved_command(),
     )
     print_table(summary)
     typer.echo(f"report: {summary['pipeline']['report']}/report.md")

@@ -231,6 +231,13 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def step_times(pipe: dict[str, Any]) -> str:
+    """'sft 573 s, pairs 51 s, ...' (or 'sft reused') for a pipeline's steps."""
+    return ", ".join(
+        f"{r['name']} {r['seconds']:.0f} s" if r["seconds"] is not None else f"{r['name']} reused" for r in pipe["steps"]
+    )
+
+
 def pipeline_lines(pipe: dict[str, Any] | None) -> list[str]:
     """report.md's account of the steps that made the runs (compare --recipe)."""
     if not pipe:
@@ -265,9 +272,7 @@ def print_table(summary: dict[str, Any]) -> None:
     table.caption = f"{table_notes(summary['runs'])}\n{m['platform']}, {m['cpus']} CPUs, {m['gpu']}"
     pipe = summary.get("pipeline")
     if pipe:
-        ran = ", ".join(f"{r['name']} {r['seconds']:.0f} s" if r["seconds"] is not None else f"{r['name']} reused"
-                        for r in pipe["steps"])
-        table.caption += f"\npipeline {pipe['total_seconds']:.0f} s: {ran}, compare {pipe['compare_seconds']:.0f} s"
+        table.caption += f"\npipeline {pipe['total_seconds']:.0f} s: {step_times(pipe)}, compare {pipe['compare_seconds']:.0f} s"
     Console().print(table)
 
 

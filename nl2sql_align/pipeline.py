@@ -114,9 +114,19 @@ def describe(steps: list[Step]) -> list[str]:
 def load_pipeline(path: Path, overrides: list[str] | None = None) -> PipelineRecipe:
     """Read a pipeline recipe. `--set STEP.key=value` changes one step's recipe, `--set compare.key=value` the
     comparison; every key is checked like a stage recipe's."""
-    from nl2sql_align.recipe import _build, read_toml
+    from nl2sql_align.recipe import _apply_override, _build, read_toml
 
     raw = read_toml(path, "pipeline recipe")
+    step_sets = []
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        head, dot, rest = key.strip().partition(".")
+        if not sep or not dot:
+            raise RecipeError(f"--set {item!r}: expected STEP.key=value (a step's recipe) or compare.key=value")
+        if head == "compare":
+            _apply_override(raw, item, None)  # checked with the rest of the file by _build below
+        else:
+            step_sets.append((item, head, f"{rest}={value}"))
     pipe: PipelineRecipe = _build(PipelineRecipe, raw, str(path), prefix="")
     pipe.source = str(path)
     if not pipe.steps:
@@ -141,29 +151,15 @@ def load_pipeline(path: Path, overrides: list[str] | None = None) -> PipelineRec
                 f"{where} ({s.name}): compare = true, but a {s.command} step writes no SQL to score; compare the "
                 "policies trained from it instead"
             )
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        head, dot, rest = key.strip().partition(".")
-        if not sep or not dot:
-            raise RecipeError(f"--set {item!r}: expected STEP.key=value (steps: {', '.join(names)}) or compare.key=value")
-        if head == "compare":
-            raw.setdefault("compare", {})[rest] = _parse(value)
-            pipe.compare = _build(PipelineRecipe, {"compare": raw["compare"]}, f"--set {item}", "").compare
-        elif head in names:
-            pipe.steps[names.index(head)].set.append(f"{rest}={value}")
-        else:
+    for item, head, override in step_sets:
+        if head not in names:
             raise RecipeError(f"--set {item!r}: no step named {head!r} in {path} (steps: {', '.join(names)})")
+        pipe.steps[names.index(head)].set.append(override)
     if not pipe.compare.data:
         raise RecipeError(f"{path}: [compare] data is not set: the eval set every policy is scored on, e.g. demo:dev")
     if not any(_is_compared(s) for s in pipe.steps):
         raise RecipeError(f"{path}: no step trains a policy to compare (an sft, dpo, ppo or grpo step without compare = false)")
     return pipe
-
-
-def _parse(text: str) -> Any:
-    from nl2sql_align.recipe import _parse_value
-
-    return _parse_value(text.strip())
 
 
 def _is_compared(s: StepSection) -> bool:

@@ -14,17 +14,13 @@ import json
 import sys
 from pathlib import Path
 
-from nl2sql_align.compare import result_tables
+from nl2sql_align.compare import result_tables, step_times
 
 START, END = "<!-- demo-report:start -->", "<!-- demo-report:end -->"
 
 
 def section(summary: dict, measured: str) -> str:
     m, pipe = summary["machine"], summary.get("pipeline") or {}
-    steps = ", ".join(
-        f"{r['name']} {r['seconds']:.0f} s" if r["seconds"] is not None else f"{r['name']} reused"
-        for r in pipe.get("steps", [])
-    )
     lines = [
         START,
         f"Measured {measured} on {m['platform']}, Python {m['python']}, {m['cpus']} CPUs, {m['gpu']}, by "
@@ -35,7 +31,7 @@ def section(summary: dict, measured: str) -> str:
     ]
     if pipe:
         lines.append(
-            f"Wall time {pipe['total_seconds'] / 60:.1f} min without the install ({steps}; scoring the "
+            f"Wall time {pipe['total_seconds'] / 60:.1f} min without the install ({step_times(pipe)}; scoring the "
             f"{len(summary['runs'])} policies {pipe['compare_seconds']:.0f} s)."
         )
     lines.append(END)
