@@ -306,6 +306,13 @@ def eval_(
         ),
     ] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature for --samples.")] = 0.8,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            help="With --model: generate with auto (vLLM when installed and a GPU is present, else hf), hf "
+            "(transformers) or vllm (the [vllm] extra). Default: the recipe's eval.backend (auto)."
+        ),
+    ] = None,
 ) -> None:
     """Execution accuracy of a model (greedy generation, optionally + self-consistency) or of a predictions file."""
     from nl2sql_align.data import load_examples
@@ -335,15 +342,23 @@ def eval_(
 
         format_for_path(write_predictions)  # a bad extension fails now, not after a long generation
     sampling = [f"eval.samples={samples}", f"eval.temperature={temperature}"] if samples is not None else []
+    if backend is not None:
+        if model is None:
+            raise UserError("--backend needs --model: it chooses how the model generates")
+        sampling.append(f"eval.backend={json.dumps(backend)}")
     r = load_recipe(recipe, [*(set_ or []), *sampling])
     examples = load_examples(data, db_dir=db_dir or r.data.db_dir, db=r.data.db, db_field=r.data.db_field, limit=limit)
     outputs = None
     candidates = None
     if model is not None:
-        from nl2sql_align.evaluate import load_model_for_eval, model_predictions
+        from nl2sql_align.evaluate import model_predictions
+        from nl2sql_align.generation import load_generator
 
-        m, tok = load_model_for_eval(model)
-        outputs, preds, candidates = model_predictions(m, tok, examples, r)
+        generator = load_generator(model, r)
+        try:
+            outputs, preds, candidates = model_predictions(generator, examples, r)
+        finally:
+            generator.close()
     else:
         preds = read_predictions(predictions, len(examples), [e.db_id for e in examples])
     if write_predictions is not None:
@@ -357,6 +372,8 @@ def eval_(
             raw_outputs=outputs, pred_dialect=dialect, candidates=candidates,
         )
     summary = summarize(rows, metric)
+    if model is not None:
+        summary["backend"] = generator.backend
     if r.eval.samples is not None:
         summary.update(samples=r.eval.samples, temperature=r.eval.temperature)
     write_report(rows, summary, report)

@@ -294,7 +294,8 @@ def score_runs(
     """Evaluate each run on `data` (each run's per-example report under report/runs/<name>/); returns the
     summary and the runs, for write_report."""
     from nl2sql_align.data import load_examples
-    from nl2sql_align.evaluate import evaluate_model, load_model_for_eval
+    from nl2sql_align.evaluate import evaluate_model
+    from nl2sql_align.generation import load_generator
     from nl2sql_align.recipe import load_recipe
 
     if metric not in ("spider", "bird"):
@@ -312,11 +313,13 @@ def score_runs(
     # that several models wrote. Keyed by the sandbox limits that can change a result.
     memos: dict[tuple, dict] = {}
     for run, recipe in zip(runs, recipes, strict=True):
-        model, tok = load_model_for_eval(str(run.path))
+        generator = load_generator(str(run.path), recipe)
         out_dir = report / "runs" / run.name
         memo = memos.setdefault((recipe.eval.timeout,), {})
-        summary = evaluate_model(model, tok, examples, recipe, report_dir=out_dir, print_table=False, memo=memo)
-        del model
+        try:
+            summary = evaluate_model(generator, examples, recipe, report_dir=out_dir, print_table=False, memo=memo)
+        finally:
+            generator.close()  # one model in memory at a time
         records.append(run_record(run, summary, out_dir))
     summary = {
         "data": data, "limit": limit, "metric": metric, "n": records[0]["n"], "command": command,

@@ -1,4 +1,4 @@
-"""Evaluation: greedy generation, execution scoring, metrics, reports.
+"""Evaluation: execution scoring, metrics, reports (generation lives in `nl2sql_align.generation`).
 
 Scoring follows the official semantics (`spider`: test-suite execution match; `bird`: set equality), with gold
 and prediction executed on the same engine, in the sandbox, each on its own cursor, and gold results computed
@@ -13,131 +13,10 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nl2sql_align.data import Example, build_messages, extract_sql
+from nl2sql_align.data import Example, extract_sql
 from nl2sql_align.errors import UserError, failing_gold_error
-from nl2sql_align.recipe import SchemaSection
+from nl2sql_align.generation import Generator
 from nl2sql_align.sql import ExecResult, SQLExecutor, as_scored, results_match
-
-# ---------------------------------------------------------------------------------------------------------
-# Generation
-
-
-def generate_sql(
-    model,
-    tokenizer,
-    examples: list[Example],
-    *,
-    schema: SchemaSection | None = None,
-    system_prompt: str | None = None,
-    max_new_tokens: int = 256,
-    batch_size: int = 16,
-    progress: bool = True,
-) -> list[str]:
-    """Greedy completions (raw text) for each example, in order."""
-    return [
-        outs[0]
-        for outs in sample_completions(
-            model, tokenizer, examples, schema=schema, system_prompt=system_prompt, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, progress=progress,
-        )
-    ]
-
-
-def sample_completions(
-    model,
-    tokenizer,
-    examples: list[Example],
-    *,
-    num_samples: int = 1,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    schema: SchemaSection | None = None,
-    system_prompt: str | None = None,
-    max_new_tokens: int = 256,
-    batch_size: int = 16,
-    progress: bool = True,
-    seed: int | None = None,
-) -> list[list[str]]:
-    """`num_samples` completions (raw text) per example, in order; temperature 0 means greedy.
-
-    `batch_size` counts sequences, so a batch holds batch_size // num_samples prompts (at least one)."""
-    import torch
-    from rich.progress import Progress
-
-    if num_samples > 1 and temperature <= 0:
-        raise UserError(f"{num_samples} samples per question need a sampling temperature above 0")
-    if seed is not None:
-        torch.manual_seed(seed)
-    tokenizer.padding_side = "left"  # decoder-only batching: pad on the left so generation continues the prompt
-    prompts = [
-        tokenizer.apply_chat_template(
-            build_messages(ex, schema, system_prompt), tokenize=False, add_generation_prompt=True
-        )
-        for ex in examples
-    ]
-    # Sorting by length wastes less compute on padding; results are put back in order.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    outputs: list[list[str]] = [[] for _ in prompts]
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-    per_batch = max(1, batch_size // num_samples)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    with Progress(disable=not progress, transient=True) as bar, torch.inference_mode():
-        task = bar.add_task("sampling" if num_samples > 1 else "generating", total=len(prompts))
-        for start in range(0, len(order), per_batch):
-            idx = order[start : start + per_batch]
-            enc = tokenizer(
-                [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(device)
-            out = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=num_samples,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                **sampling,
-            )
-            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            for j, i in enumerate(idx):  # generate returns each prompt's samples consecutively
-                outputs[i] = texts[j * num_samples : (j + 1) * num_samples]
-            bar.advance(task, len(idx))
-    if was_training:
-        model.train()
-    return outputs
-
-
-def generate_for_recipe(model, tokenizer, examples: list[Example], recipe) -> list[str]:
-    """`generate_sql` with the prompt and generation settings of a recipe ([data] and [eval])."""
-    return generate_sql(
-        model,
-        tokenizer,
-        examples,
-        schema=recipe.data.schema,
-        system_prompt=recipe.data.system_prompt,
-        max_new_tokens=recipe.eval.max_new_tokens,
-        batch_size=recipe.eval.batch_size,
-    )
-
-
-def load_model_for_eval(model_dir: str):
-    """A full model or a PEFT adapter directory (the base model is named in adapter_config.json)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = Path(model_dir)
-    if path.exists() and (path / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(model_dir, dtype="auto")
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.chat_template is None:
-        raise UserError(f"{model_dir}: the tokenizer has no chat template; eval needs one to build prompts")
-    return model, tokenizer
-
 
 # ---------------------------------------------------------------------------------------------------------
 # Scoring
@@ -462,7 +341,7 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
         console.print(dbs)
 
 
-def model_predictions(model, tokenizer, examples, recipe) -> tuple[list[str], list[str], list[list[str]] | None]:
+def model_predictions(generator: Generator, examples, recipe) -> tuple[list[str], list[str], list[list[str]] | None]:
     """(raw greedy outputs, their SQL, sampled SQL candidates per question or None): what a model answers under
     a recipe's [data] prompt and [eval] settings (`eval.samples` adds the self-consistency candidates)."""
     e = recipe.eval
@@ -471,29 +350,32 @@ def model_predictions(model, tokenizer, examples, recipe) -> tuple[list[str], li
             raise UserError(f"eval.samples = {e.samples}: give 1 or more (or leave it unset for greedy only)")
         if e.temperature <= 0:
             raise UserError(f"eval.temperature = {e.temperature}: self-consistency samples need a temperature above 0")
-    outputs = generate_for_recipe(model, tokenizer, examples, recipe)
+    prompt = {
+        "schema": recipe.data.schema, "system_prompt": recipe.data.system_prompt,
+        "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size,
+    }
+    outputs = [outs[0] for outs in generator.complete(examples, **prompt)]
     candidates = None
     if e.samples is not None:
-        sampled = sample_completions(
-            model, tokenizer, examples, num_samples=e.samples, temperature=e.temperature,
-            schema=recipe.data.schema, system_prompt=recipe.data.system_prompt, max_new_tokens=e.max_new_tokens,
-            batch_size=e.batch_size, seed=recipe.seed,
+        sampled = generator.complete(
+            examples, num_samples=e.samples, temperature=e.temperature, seed=recipe.seed, **prompt
         )
         candidates = [[extract_sql(o) for o in outs] for outs in sampled]
     return outputs, [extract_sql(o) for o in outputs], candidates
 
 
-def evaluate_model(model, tokenizer, examples, recipe, report_dir: Path | None = None, title: str = "eval",
+def evaluate_model(generator: Generator, examples, recipe, report_dir: Path | None = None, title: str = "eval",
                    print_table: bool = True, memo: dict | None = None) -> dict[str, Any]:
-    """Generate, score, write the report, print the table. Used after training and by compare (which shares
-    `memo`, execution results, between the models it scores)."""
+    """Generate, score, write the report, print the table. Used after training (an HFGenerator on the trained
+    model) and by compare (which shares `memo`, execution results, between the models it scores)."""
     e = recipe.eval
-    outputs, preds, candidates = model_predictions(model, tokenizer, examples, recipe)
+    outputs, preds, candidates = model_predictions(generator, examples, recipe)
     with SQLExecutor(workers=e.workers, timeout=e.timeout) as ex:
         rows = score_predictions(
             examples, preds, metric=e.metric, executor=ex, raw_outputs=outputs, candidates=candidates, memo=memo
         )
     summary = summarize(rows, e.metric)
+    summary["backend"] = generator.backend
     if e.samples is not None:
         summary.update(samples=e.samples, temperature=e.temperature)
     if report_dir is not None:

@@ -223,7 +223,7 @@ def run_pairs_for_recipe(
 
 def run_pairs(model_dir: str, examples: list[Example], recipe, output: Path, overwrite: bool = False) -> dict:
     """Sample, judge, mine, write. Returns the summary."""
-    from nl2sql_align.evaluate import load_model_for_eval, sample_completions
+    from nl2sql_align.generation import load_generator
     from nl2sql_align.rewards import engine_for
     from nl2sql_align.stages.runner import prepare_output_dir, publish
 
@@ -232,14 +232,16 @@ def run_pairs(model_dir: str, examples: list[Example], recipe, output: Path, ove
     try:
         with engine_for(recipe.reward) as engine:
             check_gold(examples, engine, recipe.pairs.data or "the data")  # before minutes of sampling, not after
-            model, tok = load_model_for_eval(model_dir)
-            samples = sample_completions(
-                model, tok, examples, num_samples=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
-                schema=recipe.data.schema, system_prompt=recipe.data.system_prompt,
-                max_new_tokens=cfg.max_new_tokens or recipe.eval.max_new_tokens, batch_size=cfg.batch_size,
-                seed=recipe.seed,
-            )
-            del model
+            generator = load_generator(model_dir, recipe)
+            try:
+                samples = generator.complete(
+                    examples, num_samples=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
+                    schema=recipe.data.schema, system_prompt=recipe.data.system_prompt,
+                    max_new_tokens=cfg.max_new_tokens or recipe.eval.max_new_tokens, batch_size=cfg.batch_size,
+                    seed=recipe.seed,
+                )
+            finally:
+                generator.close()
             labelled = label_samples(examples, samples, engine)
         results = [mine_prompt(ex, vs, cfg) for ex, vs in zip(examples, labelled, strict=True)]
         summary = summarize(results)

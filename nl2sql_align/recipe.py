@@ -100,6 +100,11 @@ class EvalSection:
     # SQL execution sandbox.
     timeout: float = 5.0
     workers: int | None = None
+    # Generation from a saved model (eval --model, compare, pairs): "hf" (transformers generate), "vllm" (the
+    # `vllm` extra, a CUDA GPU) or "auto" (vLLM when it imports and a GPU is present). The eval at the end of
+    # training always uses the trained model in memory (hf).
+    backend: Literal["auto", "hf", "vllm"] = "auto"
+    vllm_gpu_memory_utilization: float = 0.9
 
 
 @dataclass

@@ -132,14 +132,14 @@ def test_recipe_eval_samples_vote_after_training_as_eval_does(tiny_model_dir: Pa
     """`[eval] samples` gives the after-training eval (and compare) the same self-consistency as `eval --samples`:
     same candidates, same vote."""
     from nl2sql_align.data import load_examples
-    from nl2sql_align.evaluate import evaluate_model, load_model_for_eval
+    from nl2sql_align.evaluate import evaluate_model
+    from nl2sql_align.generation import load_generator
     from nl2sql_align.recipe import load_recipe
     from tests.conftest import REPO
 
     recipe_path = REPO / "recipes" / "tiny-sft.toml"
     r = load_recipe(recipe_path, ["eval.samples=3", "eval.temperature=1.0", "eval.max_new_tokens=16"])
-    m, tok = load_model_for_eval(str(tiny_model_dir))
-    summary = evaluate_model(m, tok, load_examples("demo:dev", limit=5), r, report_dir=tmp_path / "a", print_table=False)
+    summary = evaluate_model(load_generator(str(tiny_model_dir), r), load_examples("demo:dev", limit=5), r, report_dir=tmp_path / "a", print_table=False)
     cli("eval", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "5", "--report", str(tmp_path / "b"),
         "--recipe", str(recipe_path), "--samples", "3", "--temperature", "1.0", "--set", "eval.max_new_tokens=16")
     other = json.loads((tmp_path / "b" / "summary.json").read_text())

@@ -458,9 +458,12 @@ def run_stage(
             summary = None
             if eval_examples and recipe.eval.after_training:
                 from nl2sql_align.evaluate import evaluate_model
+                from nl2sql_align.generation import HFGenerator
 
+                # The trained model is in memory: eval generates with it (HF), whatever eval.backend says.
+                policy = HFGenerator(getattr(trainer, "eval_model", trainer.model), ctx.tokenizer)
                 summary = evaluate_model(
-                    getattr(trainer, "eval_model", trainer.model), ctx.tokenizer, eval_examples, recipe, report_dir=work / "eval", title=f"{stage} eval"
+                    policy, eval_examples, recipe, report_dir=work / "eval", title=f"{stage} eval"
                 )
             write_model_card(work, final.name, stage, recipe, len(train_examples), train_seconds, summary, measured)
             publish(work, final)
