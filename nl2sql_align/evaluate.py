@@ -34,12 +34,27 @@ def run_once(executor: SQLExecutor, jobs: list[tuple], memo: dict | None = None)
     return [done[j] for j in jobs]
 
 
+def scorer(keep_distinct: bool, metric: str):
+    """`as_scored` with these settings, each distinct (SQL, dialect) rewritten once for the call's lifetime: golds
+    repeat once per prediction and predictions repeat, and the Spider rewrite tokenizes the query."""
+    done: dict[tuple[str, str | None], str] = {}
+
+    def scored(sql: str, dialect: str | None) -> str:
+        key = (sql, dialect)
+        if key not in done:
+            done[key] = as_scored(sql, keep_distinct, metric, dialect)
+        return done[key]
+
+    return scored
+
+
 def gold_results(
     examples: list[Example], executor: SQLExecutor, keep_distinct: bool = False, metric: str = "spider",
     memo: dict | None = None,
 ) -> tuple[list[ExecResult], list[str]]:
     """Execute each distinct (database, gold SQL) once. Returns results aligned with examples, and the errors."""
-    keys = [(ex.db, as_scored(ex.sql, keep_distinct, metric, ex.dialect or ex.db.dialect), ex.dialect) for ex in examples]
+    scored = scorer(keep_distinct, metric)
+    keys = [(ex.db, scored(ex.sql, ex.dialect or ex.db.dialect), ex.dialect) for ex in examples]
     aligned = run_once(executor, keys, memo)
     errors = [
         f"{ex.source or ex.id}: gold SQL fails on {ex.db.path}: {r.error}"
@@ -84,8 +99,10 @@ def score_predictions(
                 "Fix the data, or pass --skip-bad-gold to leave those examples out.",
             )
         # pred_dialect: the dialect predictions are written in (None: each database's own); sqlglot transpiles.
+        scored = scorer(keep_distinct, metric)
+
         def job(ex: Example, sql: str) -> tuple:
-            return ex.db, as_scored(sql, keep_distinct, metric, pred_dialect or ex.db.dialect), pred_dialect
+            return ex.db, scored(sql, pred_dialect or ex.db.dialect), pred_dialect
 
         # Greedy predictions and sampled candidates in one batch: a greedy answer is often among the samples.
         jobs = [job(ex, p) for ex, p in zip(examples, predictions, strict=True)]
