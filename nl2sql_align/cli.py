@@ -65,8 +65,6 @@ def _relaunch(num_processes: int, accelerate_config: Path | None) -> None:
     raise typer.Exit(subprocess.call(launch_command(num_processes, accelerate_config, argv), env=launch_env()))
 
 
-
-
 def _train(
     stage: str, recipe: Path, overrides: list[str] | None, overwrite: bool, resume: bool,
     num_processes: int = 1, accelerate_config: Path | None = None,
@@ -317,6 +315,7 @@ def eval_(
     """Execution accuracy of a model (greedy generation, optionally + self-consistency) or of a predictions file."""
     from nl2sql_align.data import load_examples
     from nl2sql_align.evaluate import (
+        check_samples,
         print_summary,
         read_predictions,
         score_predictions,
@@ -330,23 +329,22 @@ def eval_(
         raise UserError(f"--metric {metric!r}: choose spider or bird")
     if (model is None) == (predictions is None):
         raise UserError("give exactly one of --model (generate) or --predictions (score a file)")
-    if samples is not None:
-        if model is None:
-            raise UserError("--samples needs --model: self-consistency samples from the model")
-        if samples < 1:
-            raise UserError(f"--samples {samples}: give 1 or more")
-        if temperature <= 0:
-            raise UserError(f"--temperature {temperature}: sampling needs a temperature above 0")
+    if samples is not None and model is None:
+        raise UserError("--samples needs --model: self-consistency samples from the model")
+    if backend is not None and model is None:
+        raise UserError("--backend needs --model: it chooses how the model generates")
     if write_predictions is not None:
         from nl2sql_align.predictions import format_for_path
 
         format_for_path(write_predictions)  # a bad extension fails now, not after a long generation
-    sampling = [f"eval.samples={samples}", f"eval.temperature={temperature}"] if samples is not None else []
+    # The flags are recipe settings ([eval] samples, temperature, backend): one path for both, checked once.
+    overrides = list(set_ or [])
+    if samples is not None:
+        overrides += [f"eval.samples={samples}", f"eval.temperature={temperature}"]
     if backend is not None:
-        if model is None:
-            raise UserError("--backend needs --model: it chooses how the model generates")
-        sampling.append(f"eval.backend={json.dumps(backend)}")
-    r = load_recipe(recipe, [*(set_ or []), *sampling])
+        overrides.append(f"eval.backend={json.dumps(backend)}")
+    r = load_recipe(recipe, overrides)
+    check_samples(r.eval)
     examples = load_examples(data, db_dir=db_dir or r.data.db_dir, db=r.data.db, db_field=r.data.db_field, limit=limit)
     outputs = None
     candidates = None

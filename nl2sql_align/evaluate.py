@@ -49,11 +49,10 @@ def scorer(keep_distinct: bool, metric: str):
 
 
 def gold_results(
-    examples: list[Example], executor: SQLExecutor, keep_distinct: bool = False, metric: str = "spider",
-    memo: dict | None = None,
+    examples: list[Example], executor: SQLExecutor, scored, memo: dict | None = None
 ) -> tuple[list[ExecResult], list[str]]:
-    """Execute each distinct (database, gold SQL) once. Returns results aligned with examples, and the errors."""
-    scored = scorer(keep_distinct, metric)
+    """Execute each distinct (database, gold SQL) once, rewritten by `scored` (a `scorer`). Returns results
+    aligned with examples, and the errors."""
     keys = [(ex.db, scored(ex.sql, ex.dialect or ex.db.dialect), ex.dialect) for ex in examples]
     aligned = run_once(executor, keys, memo)
     errors = [
@@ -91,16 +90,16 @@ def score_predictions(
         raise UserError(f"candidates for {len(candidates)} examples, data has {len(examples)}")
     own = executor is None
     executor = executor or SQLExecutor()
+    # One rewrite cache for golds and predictions: a correct prediction is often the gold's text.
+    scored = scorer(keep_distinct, metric)
     try:
-        golds, gold_errors = gold_results(examples, executor, keep_distinct, metric, memo)
+        golds, gold_errors = gold_results(examples, executor, scored, memo)
         if gold_errors and not skip_bad_gold:
             raise failing_gold_error(
                 gold_errors, "those examples cannot be scored",
                 "Fix the data, or pass --skip-bad-gold to leave those examples out.",
             )
         # pred_dialect: the dialect predictions are written in (None: each database's own); sqlglot transpiles.
-        scored = scorer(keep_distinct, metric)
-
         def job(ex: Example, sql: str) -> tuple:
             return ex.db, scored(sql, pred_dialect or ex.db.dialect), pred_dialect
 
@@ -358,15 +357,23 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
         console.print(dbs)
 
 
+def check_samples(e) -> None:
+    """An [eval] section's self-consistency settings (eval --samples/--temperature set them), checked before a
+    model loads."""
+    if e.samples is not None:
+        if e.samples < 1:
+            raise UserError(f"eval.samples (--samples) = {e.samples}: give 1 or more (or leave it unset for greedy only)")
+        if e.temperature <= 0:
+            raise UserError(
+                f"eval.temperature (--temperature) = {e.temperature}: self-consistency samples need a temperature above 0"
+            )
+
+
 def model_predictions(generator: Generator, examples, recipe) -> tuple[list[str], list[str], list[list[str]] | None]:
     """(raw greedy outputs, their SQL, sampled SQL candidates per question or None): what a model answers under
     a recipe's [data] prompt and [eval] settings (`eval.samples` adds the self-consistency candidates)."""
     e = recipe.eval
-    if e.samples is not None:
-        if e.samples < 1:
-            raise UserError(f"eval.samples = {e.samples}: give 1 or more (or leave it unset for greedy only)")
-        if e.temperature <= 0:
-            raise UserError(f"eval.temperature = {e.temperature}: self-consistency samples need a temperature above 0")
+    check_samples(e)
     prompt = {
         "schema": recipe.data.schema, "system_prompt": recipe.data.system_prompt,
         "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size,

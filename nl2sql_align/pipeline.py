@@ -367,17 +367,17 @@ def run_pipeline(
         upstream_rerun = bool(rerun & set(step.upstream))
         reused = reuse and states[step.name] == "current" and not upstream_rerun
         label = f"[bold]{i}/{len(steps) + 1}[/] {step.name}: {step.command} --recipe {step.recipe_path} -> {step.output}"
+        row = {"name": step.name, "command": step.command, "output": str(step.output), "status": "reused",
+               "seconds": None, "recipe": str(step.recipe_path)}
+        rows.append(row)
         if reused:
             console.print(f"{label} [green](up to date: reused)[/]")
-            rows.append({"name": step.name, "command": step.command, "output": str(step.output), "status": "reused",
-                         "seconds": None, "recipe": str(step.recipe_path)})
             continue
         console.rule(label, align="left")
         t = time.time()
         run_step(step, overwrite=overwrite or states[step.name] != "missing", resume=resume)
         rerun.add(step.name)
-        rows.append({"name": step.name, "command": step.command, "output": str(step.output), "status": "ran",
-                     "seconds": round(time.time() - t, 1), "recipe": str(step.recipe_path)})
+        row.update(status="ran", seconds=round(time.time() - t, 1))
     compared = [s for s in steps if s.compared]
     console.rule(f"[bold]{len(steps) + 1}/{len(steps) + 1}[/] compare {', '.join(s.name for s in compared)} on "
                  f"{pipe.compare.data}", align="left")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+from vllm.lora.request import LoRARequest  # where vLLM defines it (no import of this package: no cycle)
+
 EVENTS: list[tuple[str, dict]] = []
 
 
@@ -87,6 +89,3 @@ class LLM:
             texts = self.tokenizer.batch_decode(out[:, len(ids):], skip_special_tokens=params.skip_special_tokens)
             outputs.append(SimpleNamespace(prompt_token_ids=ids, outputs=[SimpleNamespace(text=t) for t in texts]))
         return outputs
-
-
-from vllm.lora.request import LoRARequest  # noqa: E402  (vLLM exposes it there; imported here for the check above)
