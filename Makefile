@@ -38,6 +38,7 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check nl2sql_align scripts tests
+	$(VENV)/bin/ruff format --check nl2sql_align scripts tests
 
 clean:
 	rm -rf out .pytest_cache

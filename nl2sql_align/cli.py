@@ -39,7 +39,9 @@ ProcsOpt = Annotated[
 ]
 AccelOpt = Annotated[
     Path | None,
-    typer.Option("--accelerate-config", help="Accelerate config (e.g. recipes/accelerate/zero3.yaml) for the relaunch."),
+    typer.Option(
+        "--accelerate-config", help="Accelerate config (e.g. recipes/accelerate/zero3.yaml) for the relaunch."
+    ),
 ]
 _LAUNCH_OPTIONS = ("--num-processes", "--accelerate-config")
 
@@ -66,8 +68,13 @@ def _relaunch(num_processes: int, accelerate_config: Path | None) -> None:
 
 
 def _train(
-    stage: str, recipe: Path, overrides: list[str] | None, overwrite: bool, resume: bool,
-    num_processes: int = 1, accelerate_config: Path | None = None,
+    stage: str,
+    recipe: Path,
+    overrides: list[str] | None,
+    overwrite: bool,
+    resume: bool,
+    num_processes: int = 1,
+    accelerate_config: Path | None = None,
 ) -> None:
     from nl2sql_align.stages import load_stage_recipe, stage_module
 
@@ -79,9 +86,7 @@ def _train(
 
 # One command per training stage; they differ only in their help text.
 _STAGE_HELP = {
-    "sft": (
-        "Supervised fine-tuning (TRL SFTTrainer): full, LoRA or 4-bit QLoRA; loss on the SQL answer only."
-    ),
+    "sft": ("Supervised fine-tuning (TRL SFTTrainer): full, LoRA or 4-bit QLoRA; loss on the SQL answer only."),
     "rm": (
         "Reward model (TRL RewardTrainer) on preference pairs from `pairs` or your own file; reports pairwise "
         "accuracy on held-out pairs before and after training. `ppo` loads the result as its reward model."
@@ -106,8 +111,12 @@ _STAGE_HELP = {
 
 def _register_stage(stage: str, help_text: str) -> None:
     def command(
-        recipe: RecipeOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = False,
-        num_processes: ProcsOpt = 1, accelerate_config: AccelOpt = None,
+        recipe: RecipeOpt,
+        set_: SetOpt = None,
+        overwrite: OverwriteOpt = False,
+        resume: ResumeOpt = False,
+        num_processes: ProcsOpt = 1,
+        accelerate_config: AccelOpt = None,
     ) -> None:
         _train(stage, recipe, set_, overwrite, resume, num_processes, accelerate_config)
 
@@ -121,12 +130,19 @@ for _stage, _help in _STAGE_HELP.items():
 
 @app.command()
 def pairs(
-    model: Annotated[str | None, typer.Option(help="Model or adapter folder to sample from (default: the recipe's).")] = None,
-    data: Annotated[str | None, typer.Option(help="Questions with gold SQL (default: the recipe's pairs.data).")] = None,
-    output: Annotated[
-        Path | None, typer.Option(help="Folder for pairs.jsonl, unpaired.jsonl, samples.jsonl, summary.json (pairs.output).")
+    model: Annotated[
+        str | None, typer.Option(help="Model or adapter folder to sample from (default: the recipe's).")
     ] = None,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe: \\[pairs] sampling, \\[data] prompt, \\[reward] sandbox.")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Questions with gold SQL (default: the recipe's pairs.data).")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="Folder for pairs.jsonl, unpaired.jsonl, samples.jsonl, summary.json (pairs.output)."),
+    ] = None,
+    recipe: Annotated[
+        Path | None, typer.Option(help="Recipe: \\[pairs] sampling, \\[data] prompt, \\[reward] sandbox.")
+    ] = None,
     set_: SetOpt = None,
     samples: Annotated[int | None, typer.Option(help="Completions sampled per question (pairs.samples).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
@@ -147,9 +163,13 @@ def pairs(
 @app.command()
 def validate(
     recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
-    stage: Annotated[str | None, typer.Option(help="Stage whose [train] keys to check (default: from the name).")] = None,
+    stage: Annotated[
+        str | None, typer.Option(help="Stage whose [train] keys to check (default: from the name).")
+    ] = None,
     set_: SetOpt = None,
-    num_processes: Annotated[int, typer.Option(help="Training processes the recipe will run on (batch arithmetic).")] = 1,
+    num_processes: Annotated[
+        int, typer.Option(help="Training processes the recipe will run on (batch arithmetic).")
+    ] = 1,
 ) -> None:
     """Check a recipe (keys, types, batch sizes, reward components, data and gold SQL) without loading a model."""
     from functools import partial
@@ -174,7 +194,11 @@ def validate(
             merged.get("per_device_train_batch_size", 8) * num_processes * merged.get("gradient_accumulation_steps", 1)
         )
     make_train_args(
-        config_cls, r, Path(r.output_dir or "out"), defaults, validating=True,
+        config_cls,
+        r,
+        Path(r.output_dir or "out"),
+        defaults,
+        validating=True,
         check=partial(check, num_processes=num_processes) if check else None,
     )
     checks = [f"recipe keys and types ({stage}: [train] accepted by {config_cls.__name__})"]
@@ -208,7 +232,16 @@ def _validate_pipeline(recipe: Path, set_: list[str] | None) -> None:
 
 
 # Recipe file names that say which stage they are for (kto/simpo/orpo recipes run under `dpo`).
-_NAME_TO_STAGE = {"sft": "sft", "rm": "rm", "dpo": "dpo", "kto": "dpo", "simpo": "dpo", "orpo": "dpo", "ppo": "ppo", "grpo": "grpo"}
+_NAME_TO_STAGE = {
+    "sft": "sft",
+    "rm": "rm",
+    "dpo": "dpo",
+    "kto": "dpo",
+    "simpo": "dpo",
+    "orpo": "dpo",
+    "ppo": "ppo",
+    "grpo": "grpo",
+}
 
 
 def _guess_stage(recipe: Path) -> str:
@@ -242,10 +275,14 @@ def _check_rewards(r) -> list[str]:
     model = r.reward.model if r.reward else None
     if model:
         if not (Path(model) / "config.json").is_file() and not (Path(model) / "adapter_config.json").is_file():
-            raise UserError(f"{r.source}: reward.model = {model!r} is not a reward model folder (train one with `nl2sql-align rm`)")
+            raise UserError(
+                f"{r.source}: reward.model = {model!r} is not a reward model folder (train one with `nl2sql-align rm`)"
+            )
         terms.append(f"{r.reward.model_weight:g} x reward model {model}")
     if not terms:
-        raise UserError(f"{r.source}: [reward] gives no reward: preset = \"none\" needs reward.model or [[reward.components]]")
+        raise UserError(
+            f'{r.source}: [reward] gives no reward: preset = "none" needs reward.model or [[reward.components]]'
+        )
     out = ["reward: " + " + ".join(terms)]
     if r.data.train and specs:
         d = r.data
@@ -286,13 +323,19 @@ def eval_(
         ),
     ] = None,
     metric: Annotated[str, typer.Option(help="spider (test-suite exec match) or bird (set equality).")] = "spider",
-    keep_distinct: Annotated[bool, typer.Option(help="Spider metric: keep DISTINCT (the official default drops it).")] = False,
-    recipe: Annotated[Path | None, typer.Option(help="Recipe for prompt/eval settings (schema, system prompt).")] = None,
+    keep_distinct: Annotated[
+        bool, typer.Option(help="Spider metric: keep DISTINCT (the official default drops it).")
+    ] = False,
+    recipe: Annotated[
+        Path | None, typer.Option(help="Recipe for prompt/eval settings (schema, system prompt).")
+    ] = None,
     set_: SetOpt = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
     db_dir: Annotated[str | None, typer.Option(help="Folder of databases named by db_id (JSONL/alpaca data).")] = None,
     timeout: Annotated[float, typer.Option(help="Per-query timeout in seconds.")] = 30.0,
-    skip_bad_gold: Annotated[bool, typer.Option(help="Leave out examples whose gold SQL fails, instead of stopping.")] = False,
+    skip_bad_gold: Annotated[
+        bool, typer.Option(help="Leave out examples whose gold SQL fails, instead of stopping.")
+    ] = False,
     dialect: Annotated[
         str | None, typer.Option(help="Dialect the predictions are written in (sqlglot name); default: the database's.")
     ] = None,
@@ -366,8 +409,15 @@ def eval_(
         typer.echo(f"predictions ({fmt} format): {write_predictions}")
     with SQLExecutor(workers=r.eval.workers, timeout=timeout) as ex:
         rows = score_predictions(
-            examples, preds, metric=metric, keep_distinct=keep_distinct, executor=ex, skip_bad_gold=skip_bad_gold,
-            raw_outputs=outputs, pred_dialect=dialect, candidates=candidates,
+            examples,
+            preds,
+            metric=metric,
+            keep_distinct=keep_distinct,
+            executor=ex,
+            skip_bad_gold=skip_bad_gold,
+            raw_outputs=outputs,
+            pred_dialect=dialect,
+            candidates=candidates,
         )
     summary = summarize(rows, metric)
     if model is not None:
@@ -407,7 +457,9 @@ def data_(
 def merge(
     adapter: Annotated[Path, typer.Option(help="A LoRA/QLoRA output folder (adapter_config.json names the base).")],
     output: Annotated[Path, typer.Option(help="Folder for the merged model and tokenizer.")],
-    dtype: Annotated[str | None, typer.Option(help="dtype to load the base in (default: the training recipe's).")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="dtype to load the base in (default: the training recipe's).")
+    ] = None,
 ) -> None:
     """Merge LoRA adapters into an unquantized copy of the base; the result loads with plain transformers."""
     from nl2sql_align.merge import merge_adapter
@@ -421,35 +473,50 @@ def compare(
     ctx: typer.Context,
     runs: Annotated[
         list[Path] | None,
-        typer.Option("--runs", help="Trained output folders (sft, dpo, ppo, grpo): --runs A B C (or --runs A --runs B)."),
+        typer.Option(
+            "--runs", help="Trained output folders (sft, dpo, ppo, grpo): --runs A B C (or --runs A --runs B)."
+        ),
     ] = None,
     recipe: Annotated[
         Path | None,
         typer.Option(
-            "--recipe", "-r",
+            "--recipe",
+            "-r",
             help="Pipeline recipe (e.g. recipes/compare-demo.toml): run its [[steps]] in order, then compare the "
             "policies they trained. Steps whose output is up to date are reused.",
         ),
     ] = None,
     data: Annotated[
-        str | None, typer.Option(help="Eval set every run is scored on: demo:dev, spider:DIR, bird:DIR, FILE (pipeline: [compare] data).")
+        str | None,
+        typer.Option(
+            help="Eval set every run is scored on: demo:dev, spider:DIR, bird:DIR, FILE (pipeline: [compare] data)."
+        ),
     ] = None,
     report: Annotated[
         Path | None,
-        typer.Option(help="Folder for report.md, summary.json, ex/cost/curves.png, runs/<name>/ (default out/compare; pipeline: [compare] report)."),
+        typer.Option(
+            help="Folder for report.md, summary.json, ex/cost/curves.png, runs/<name>/ (default out/compare; pipeline: [compare] report)."
+        ),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N examples.")] = None,
-    metric: Annotated[str | None, typer.Option(help="spider (test-suite exec match, the default) or bird (set equality).")] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="spider (test-suite exec match, the default) or bird (set equality).")
+    ] = None,
     db_dir: Annotated[str | None, typer.Option(help="Folder of databases named by db_id (JSONL/alpaca data).")] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Pipeline: change one step's recipe, --set STEP.train.learning_rate=1e-5, or --set compare.limit=50."),
+        typer.Option(
+            "--set",
+            help="Pipeline: change one step's recipe, --set STEP.train.learning_rate=1e-5, or --set compare.limit=50.",
+        ),
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option(help="Pipeline: retrain steps whose output exists but was made with other settings or inputs.")
+        bool,
+        typer.Option(help="Pipeline: retrain steps whose output exists but was made with other settings or inputs."),
     ] = False,
     reuse: Annotated[
-        bool, typer.Option(help="Pipeline: reuse steps whose output this pipeline made with the same settings and inputs.")
+        bool,
+        typer.Option(help="Pipeline: reuse steps whose output this pipeline made with the same settings and inputs."),
     ] = True,
     resume: Annotated[bool, typer.Option(help="Pipeline: continue a step interrupted after a checkpoint.")] = False,
 ) -> None:
@@ -462,7 +529,9 @@ def compare(
     if any(a.startswith("-") for a in extra):
         raise UserError(f"compare: unknown option(s) {' '.join(a for a in extra if a.startswith('-'))}")
     if (recipe is None) == (runs is None):
-        raise UserError("compare: give either --runs DIR... (trained outputs) or --recipe PIPELINE.toml (train, then compare)")
+        raise UserError(
+            "compare: give either --runs DIR... (trained outputs) or --recipe PIPELINE.toml (train, then compare)"
+        )
     if recipe is not None:
         if extra:
             raise UserError(f"compare --recipe: unexpected argument(s) {' '.join(extra)}")
@@ -475,7 +544,12 @@ def compare(
             raise UserError("compare --runs: --data is required (the eval set every run is scored on, e.g. demo:dev)")
         report = report or Path("out/compare")
         summary = compare_runs(
-            [*runs, *map(Path, extra)], data, report, limit=limit, metric=metric or "spider", db_dir=db_dir,
+            [*runs, *map(Path, extra)],
+            data,
+            report,
+            limit=limit,
+            metric=metric or "spider",
+            db_dir=db_dir,
             command=resolved_command(),
         )
     print_table(summary)
@@ -483,8 +557,16 @@ def compare(
 
 
 def run_pipeline_command(
-    recipe: Path, set_: list[str] | None, data: str | None, report: Path | None, limit: int | None,
-    metric: str | None, db_dir: str | None, overwrite: bool, reuse: bool, resume: bool,
+    recipe: Path,
+    set_: list[str] | None,
+    data: str | None,
+    report: Path | None,
+    limit: int | None,
+    metric: str | None,
+    db_dir: str | None,
+    overwrite: bool,
+    reuse: bool,
+    resume: bool,
 ) -> dict:
     """`compare --recipe`: options given on the command line override the pipeline's [compare]."""
     from nl2sql_align.pipeline import run_pipeline
@@ -507,9 +589,13 @@ def demo(
     ),
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Change one step's recipe: --set sft.train.num_train_epochs=4, --set compare.limit=50."),
+        typer.Option(
+            "--set", help="Change one step's recipe: --set sft.train.num_train_epochs=4, --set compare.limit=50."
+        ),
     ] = None,
-    reuse: Annotated[bool, typer.Option(help="Reuse steps already trained by this pipeline with the same settings.")] = True,
+    reuse: Annotated[
+        bool, typer.Option(help="Reuse steps already trained by this pipeline with the same settings.")
+    ] = True,
 ) -> None:
     """The whole job on the embedded demo: build the tiny model, then SFT, pairs -> RM -> DPO and PPO, and GRPO,
     then score every policy on demo:dev beside its training cost (what `make demo` runs)."""
@@ -521,8 +607,11 @@ def demo(
     typer.echo(f"demo: tiny model -> {model_dir}")
     ensure_tiny_model(model_dir)
     summary = run_pipeline(
-        recipe, [f"sft.model.name_or_path={json.dumps(str(model_dir))}", *(set_ or [])], overwrite=True,
-        reuse=reuse, command=resolved_command(),
+        recipe,
+        [f"sft.model.name_or_path={json.dumps(str(model_dir))}", *(set_ or [])],
+        overwrite=True,
+        reuse=reuse,
+        command=resolved_command(),
     )
     print_table(summary)
     typer.echo(f"report: {summary['pipeline']['report']}/report.md")

@@ -168,9 +168,16 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
     mixed = len(_memory_kinds(records)) > 1  # runs from a GPU and a CPU side by side: say which is which
     return [
         [
-            r["name"], r["stage"], _fmt(r["ex"]), _fmt(r["ex_complex"]), _fmt(r["executable"]),
-            _fmt(r["train_seconds"]), _fmt(r["steps"], "d"), _fmt(r["seconds_per_step"], ".3f"),
-            "-" if r["peak_memory_mb"] is None
+            r["name"],
+            r["stage"],
+            _fmt(r["ex"]),
+            _fmt(r["ex_complex"]),
+            _fmt(r["executable"]),
+            _fmt(r["train_seconds"]),
+            _fmt(r["steps"], "d"),
+            _fmt(r["seconds_per_step"], ".3f"),
+            "-"
+            if r["peak_memory_mb"] is None
             else f"{r['peak_memory_mb']:.0f}" + (f" ({r['peak_memory_kind']})" if mixed else ""),
             _fmt(r["tokens_per_second"], ".0f"),
         ]
@@ -184,8 +191,10 @@ def table_notes(records: list[dict[str, Any]]) -> str:
     kinds = _memory_kinds(records)
     memory = {"RSS": "the training process's peak RSS", "CUDA": "CUDA max allocated"}
     mem = memory.get(next(iter(kinds)), "") if len(kinds) == 1 else "CUDA max allocated on a GPU, else peak RSS"
-    return (f"hard+ EX: EX on the {n} questions of Spider's hard and extra levels; exec: executable SQL; peak MB: "
-            f"{mem}; train s, steps, s/step, tok/s (tokens per second): from each run's train_end row")
+    return (
+        f"hard+ EX: EX on the {n} questions of Spider's hard and extra levels; exec: executable SQL; peak MB: "
+        f"{mem}; train s, steps, s/step, tok/s (tokens per second): from each run's train_end row"
+    )
 
 
 def result_tables(recs: list[dict[str, Any]]) -> list[str]:
@@ -198,8 +207,13 @@ def result_tables(recs: list[dict[str, Any]]) -> list[str]:
     lines += ["", table_notes(recs) + "."]
     levels = list(dict.fromkeys(k for r in recs for k in r["ex_by_hardness"]))
     if levels:
-        lines += ["", "EX % per level:", "", "| run | " + " | ".join(levels) + " |",
-                  "|---|" + "|".join("---:" for _ in levels) + "|"]
+        lines += [
+            "",
+            "EX % per level:",
+            "",
+            "| run | " + " | ".join(levels) + " |",
+            "|---|" + "|".join("---:" for _ in levels) + "|",
+        ]
         lines += [
             f"| {r['name']} | " + " | ".join(_fmt(r["ex_by_hardness"].get(k)) for k in levels) + " |" for r in recs
         ]
@@ -234,7 +248,8 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
 def step_times(pipe: dict[str, Any]) -> str:
     """'sft 573 s, pairs 51 s, ...' (or 'sft reused') for a pipeline's steps."""
     return ", ".join(
-        f"{r['name']} {r['seconds']:.0f} s" if r["seconds"] is not None else f"{r['name']} reused" for r in pipe["steps"]
+        f"{r['name']} {r['seconds']:.0f} s" if r["seconds"] is not None else f"{r['name']} reused"
+        for r in pipe["steps"]
     )
 
 
@@ -272,24 +287,41 @@ def print_table(summary: dict[str, Any]) -> None:
     table.caption = f"{table_notes(summary['runs'])}\n{m['platform']}, {m['cpus']} CPUs, {m['gpu']}"
     pipe = summary.get("pipeline")
     if pipe:
-        table.caption += f"\npipeline {pipe['total_seconds']:.0f} s: {step_times(pipe)}, compare {pipe['compare_seconds']:.0f} s"
+        table.caption += (
+            f"\npipeline {pipe['total_seconds']:.0f} s: {step_times(pipe)}, compare {pipe['compare_seconds']:.0f} s"
+        )
     Console().print(table)
 
 
 def compare_runs(
-    paths: list[Path], data: str, report: Path, *, limit: int | None = None, metric: str = "spider",
-    db_dir: str | None = None, command: str = "nl2sql-align compare", names: list[str] | None = None,
+    paths: list[Path],
+    data: str,
+    report: Path,
+    *,
+    limit: int | None = None,
+    metric: str = "spider",
+    db_dir: str | None = None,
+    command: str = "nl2sql-align compare",
+    names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Score each run on `data` and write the report under `report` (write_report); returns the summary."""
-    summary, runs = score_runs(paths, data, report, limit=limit, metric=metric, db_dir=db_dir, command=command,
-                               names=names)
+    summary, runs = score_runs(
+        paths, data, report, limit=limit, metric=metric, db_dir=db_dir, command=command, names=names
+    )
     write_report(summary, runs, report)
     return summary
 
 
 def score_runs(
-    paths: list[Path], data: str, report: Path, *, limit: int | None = None, metric: str = "spider",
-    db_dir: str | None = None, command: str = "nl2sql-align compare", names: list[str] | None = None,
+    paths: list[Path],
+    data: str,
+    report: Path,
+    *,
+    limit: int | None = None,
+    metric: str = "spider",
+    db_dir: str | None = None,
+    command: str = "nl2sql-align compare",
+    names: list[str] | None = None,
 ) -> tuple[dict[str, Any], list[Run]]:
     """Evaluate each run on `data` (each run's per-example report under report/runs/<name>/); returns the
     summary and the runs, for write_report."""
@@ -322,8 +354,13 @@ def score_runs(
             generator.close()  # one model in memory at a time
         records.append(run_record(run, summary, out_dir))
     summary = {
-        "data": data, "limit": limit, "metric": metric, "n": records[0]["n"], "command": command,
-        "machine": machine(), "runs": records,
+        "data": data,
+        "limit": limit,
+        "metric": metric,
+        "n": records[0]["n"],
+        "command": command,
+        "machine": machine(),
+        "runs": records,
     }
     return summary, runs
 
@@ -340,5 +377,6 @@ def write_report(summary: dict[str, Any], runs: list[Run], report: Path) -> None
     short = data if len(data) <= 30 else "..." + data[-27:]  # a long path would run off the chart
     plot_compare_ex(records, report / "ex.png", f"EX ({metric}) on {short}, n={summary['n']}")
     plot_compare_cost(records, report / "cost.png")
-    plot_compare_curves([(r.name, r.stage, r.metrics) for r in runs], [rec["curve"] for rec in records],
-                        report / "curves.png")
+    plot_compare_curves(
+        [(r.name, r.stage, r.metrics) for r in runs], [rec["curve"] for rec in records], report / "curves.png"
+    )

@@ -96,9 +96,11 @@ def score_predictions(
         golds, gold_errors = gold_results(examples, executor, scored, memo)
         if gold_errors and not skip_bad_gold:
             raise failing_gold_error(
-                gold_errors, "those examples cannot be scored",
+                gold_errors,
+                "those examples cannot be scored",
                 "Fix the data, or pass --skip-bad-gold to leave those examples out.",
             )
+
         # pred_dialect: the dialect predictions are written in (None: each database's own); sqlglot transpiles.
         def job(ex: Example, sql: str) -> tuple:
             return ex.db, scored(sql, pred_dialect or ex.db.dialect), pred_dialect
@@ -308,7 +310,9 @@ def write_report(rows: list[dict[str, Any]], summary: dict[str, Any], report_dir
     dbs = summary.get("ex_by_db")
     if dbs:
         plot_ex_comparison(
-            [*dbs], [g["ex"] for g in dbs.values()], report_dir / "ex_by_db.png",
+            [*dbs],
+            [g["ex"] for g in dbs.values()],
+            report_dir / "ex_by_db.png",
             f"EX ({summary['metric']}) per database, n={summary['n']}",
         )
 
@@ -323,8 +327,11 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
     def new_table(title: str, first: str) -> Table:
         table = Table(title=title)
         table.add_column(first)
-        cols = ("n", "EX %", f"voted EX % ({summary.get('samples', '?')} samples)", "executable %") if voted else (
-            "n", "EX %", "executable %")
+        cols = (
+            ("n", "EX %", f"voted EX % ({summary.get('samples', '?')} samples)", "executable %")
+            if voted
+            else ("n", "EX %", "executable %")
+        )
         for col in cols:
             table.add_column(col, justify="right")
         return table
@@ -362,7 +369,9 @@ def check_samples(e) -> None:
     model loads."""
     if e.samples is not None:
         if e.samples < 1:
-            raise UserError(f"eval.samples (--samples) = {e.samples}: give 1 or more (or leave it unset for greedy only)")
+            raise UserError(
+                f"eval.samples (--samples) = {e.samples}: give 1 or more (or leave it unset for greedy only)"
+            )
         if e.temperature <= 0:
             raise UserError(
                 f"eval.temperature (--temperature) = {e.temperature}: self-consistency samples need a temperature above 0"
@@ -375,8 +384,10 @@ def model_predictions(generator: Generator, examples, recipe) -> tuple[list[str]
     e = recipe.eval
     check_samples(e)
     prompt = {
-        "schema": recipe.data.schema, "system_prompt": recipe.data.system_prompt,
-        "max_new_tokens": e.max_new_tokens, "batch_size": e.batch_size,
+        "schema": recipe.data.schema,
+        "system_prompt": recipe.data.system_prompt,
+        "max_new_tokens": e.max_new_tokens,
+        "batch_size": e.batch_size,
     }
     outputs = [outs[0] for outs in generator.complete(examples, **prompt)]
     candidates = None
@@ -388,8 +399,15 @@ def model_predictions(generator: Generator, examples, recipe) -> tuple[list[str]
     return outputs, [extract_sql(o) for o in outputs], candidates
 
 
-def evaluate_model(generator: Generator, examples, recipe, report_dir: Path | None = None, title: str = "eval",
-                   print_table: bool = True, memo: dict | None = None) -> dict[str, Any]:
+def evaluate_model(
+    generator: Generator,
+    examples,
+    recipe,
+    report_dir: Path | None = None,
+    title: str = "eval",
+    print_table: bool = True,
+    memo: dict | None = None,
+) -> dict[str, Any]:
     """Generate, score, write the report, print the table. Used after training (an HFGenerator on the trained
     model) and by compare (which shares `memo`, execution results, between the models it scores)."""
     e = recipe.eval

@@ -25,10 +25,14 @@ BACKENDS = ("auto", "hf", "vllm")
 VLLM_HINT = "pip install 'nl2sql-align[vllm]' on a machine with a CUDA GPU"
 
 
-def prompt_texts(tokenizer, examples: list[Example], schema: SchemaSection | None, system_prompt: str | None) -> list[str]:
+def prompt_texts(
+    tokenizer, examples: list[Example], schema: SchemaSection | None, system_prompt: str | None
+) -> list[str]:
     """The chat-templated prompt of each example, ending where the assistant's answer starts."""
     return [
-        tokenizer.apply_chat_template(build_messages(ex, schema, system_prompt), tokenize=False, add_generation_prompt=True)
+        tokenizer.apply_chat_template(
+            build_messages(ex, schema, system_prompt), tokenize=False, add_generation_prompt=True
+        )
         for ex in examples
     ]
 
@@ -71,7 +75,9 @@ def sample_completions(
     # Sorting by length wastes less compute on padding; results are put back in order.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outputs: list[list[str]] = [[] for _ in prompts]
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
+    )
     per_batch = max(1, batch_size // num_samples)
     was_training = model.training
     model.eval()
@@ -80,9 +86,9 @@ def sample_completions(
         task = bar.add_task("sampling" if num_samples > 1 else "generating", total=len(prompts))
         for start in range(0, len(order), per_batch):
             idx = order[start : start + per_batch]
-            enc = tokenizer(
-                [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
-            ).to(device)
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(
+                device
+            )
             out = model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
@@ -134,9 +140,18 @@ class Generator(Protocol):
     backend: str
 
     def complete(
-        self, examples: list[Example], *, num_samples: int = 1, temperature: float = 0.0, top_p: float = 1.0,
-        schema: SchemaSection | None = None, system_prompt: str | None = None, max_new_tokens: int = 256,
-        batch_size: int = 16, seed: int | None = None, progress: bool = True,
+        self,
+        examples: list[Example],
+        *,
+        num_samples: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        schema: SchemaSection | None = None,
+        system_prompt: str | None = None,
+        max_new_tokens: int = 256,
+        batch_size: int = 16,
+        seed: int | None = None,
+        progress: bool = True,
     ) -> list[list[str]]: ...
 
     def close(self) -> None: ...
@@ -170,13 +185,26 @@ class VLLMGenerator:
         base, self.lora, lora_rank = vllm_model_source(model_dir)
         engine = {"enable_lora": True, "max_lora_rank": lora_rank} if self.lora is not None else {}
         self.llm = LLM(
-            model=base, tokenizer=model_dir, seed=seed if seed is not None else 0,
-            gpu_memory_utilization=gpu_memory_utilization, **engine,
+            model=base,
+            tokenizer=model_dir,
+            seed=seed if seed is not None else 0,
+            gpu_memory_utilization=gpu_memory_utilization,
+            **engine,
         )
 
     def complete(
-        self, examples, *, num_samples=1, temperature=0.0, top_p=1.0, schema=None, system_prompt=None,
-        max_new_tokens=256, batch_size=16, seed=None, progress=True,
+        self,
+        examples,
+        *,
+        num_samples=1,
+        temperature=0.0,
+        top_p=1.0,
+        schema=None,
+        system_prompt=None,
+        max_new_tokens=256,
+        batch_size=16,
+        seed=None,
+        progress=True,
     ) -> list[list[str]]:
         from vllm import SamplingParams
 
@@ -186,8 +214,12 @@ class VLLMGenerator:
         ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         greedy = temperature <= 0
         params = SamplingParams(
-            n=num_samples, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
-            max_tokens=max_new_tokens, seed=seed, stop_token_ids=[self.tokenizer.eos_token_id],
+            n=num_samples,
+            temperature=0.0 if greedy else temperature,
+            top_p=1.0 if greedy else top_p,
+            max_tokens=max_new_tokens,
+            seed=seed,
+            stop_token_ids=[self.tokenizer.eos_token_id],
             skip_special_tokens=True,
         )
         outs = self.llm.generate(
@@ -226,7 +258,7 @@ def vllm_installed() -> bool:
 
 
 def resolve_backend(backend: str) -> str:
-    """"hf" or "vllm" for a recipe's eval.backend; "vllm" asked for but not installed is an error."""
+    """ "hf" or "vllm" for a recipe's eval.backend; "vllm" asked for but not installed is an error."""
     if backend not in BACKENDS:
         raise UserError(f"eval.backend = {backend!r}: choose one of {', '.join(BACKENDS)}")
     if backend == "vllm" and not vllm_installed():

@@ -17,7 +17,9 @@ from nl2sql_align.errors import UserError
 def _base_and_dtype(adapter: Path) -> tuple[str, str]:
     cfg_path = adapter / "adapter_config.json"
     if not cfg_path.is_file():
-        raise UserError(f"{adapter}: no adapter_config.json; --adapter must be a LoRA output folder (a full model needs no merge)")
+        raise UserError(
+            f"{adapter}: no adapter_config.json; --adapter must be a LoRA output folder (a full model needs no merge)"
+        )
     base = json.loads(cfg_path.read_text()).get("base_model_name_or_path")
     if not base:
         raise UserError(f"{cfg_path}: base_model_name_or_path is not set; cannot tell which model to merge into")

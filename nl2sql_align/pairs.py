@@ -28,14 +28,20 @@ from nl2sql_align.rewards.engine import RewardEngine, Verdict
 
 def normalize_sql(sql: str, dialect: str | None = None) -> str:
     """A canonical spelling for de-duplication: sqlglot's normalized, pretty-free rendering; if the text does
-    not parse, its whitespace-collapsed lower-case form."""
-    import sqlglot
+    not parse (or cannot be rendered), its whitespace-collapsed lower-case form. Never raises for any text."""
+    from sqlglot import exp
 
+    from nl2sql_align.sql.guard import parse_untrusted
+
+    fallback = " ".join(str(sql).lower().split())  # junk the model wrote: still de-duplicate identical junk
+    parsed, _ = parse_untrusted(sql, dialect)
+    if not parsed or parsed[0] is None:
+        return fallback
     try:
-        tree = sqlglot.parse_one(sql, read=dialect)
+        tree = exp.Block(expressions=parsed) if len(parsed) > 1 else parsed[0]  # as sqlglot.parse_one
         return tree.sql(dialect=dialect, normalize=True, comments=False)
-    except Exception:  # junk the model wrote: still de-duplicate identical junk
-        return " ".join(sql.lower().split())
+    except Exception:  # noqa: BLE001  the generator recurses: a tree too deep to render is junk too
+        return fallback
 
 
 @dataclass
@@ -63,8 +69,14 @@ def mine_prompt(ex: Example, verdicts: list[Verdict], cfg: PairsSection) -> Prom
         if key not in seen:
             seen.add(key)
             distinct.append(v)
-    base = {"id": ex.id, "db": ex.db.path, "db_id": ex.db_id, "question": ex.question, "evidence": ex.evidence,
-            "sql": ex.sql}
+    base = {
+        "id": ex.id,
+        "db": ex.db.path,
+        "db_id": ex.db_id,
+        "question": ex.question,
+        "evidence": ex.evidence,
+        "sql": ex.sql,
+    }
     correct = [v.sql for v in distinct if v.correct]
     rejected = [v for v in distinct if _kind(v) == "wrong"] + [v for v in distinct if _kind(v) == "error"]
     chosen_label = "correct"
@@ -72,10 +84,16 @@ def mine_prompt(ex: Example, verdicts: list[Verdict], cfg: PairsSection) -> Prom
         correct, chosen_label, out.used_gold = [ex.sql], "gold", True
     if correct:
         for j, r in enumerate(rejected[: cfg.max_pairs_per_prompt]):
-            out.pairs.append({
-                **base, "chosen": correct[j % len(correct)], "rejected": r.sql,
-                "chosen_label": chosen_label, "rejected_label": _kind(r), "rejected_verdict": r.label,
-            })
+            out.pairs.append(
+                {
+                    **base,
+                    "chosen": correct[j % len(correct)],
+                    "rejected": r.sql,
+                    "chosen_label": chosen_label,
+                    "rejected_label": _kind(r),
+                    "rejected_verdict": r.label,
+                }
+            )
     for v in distinct:
         out.unpaired.append({**base, "completion": v.sql, "label": v.correct, "verdict": v.label})
     if out.used_gold:
@@ -83,9 +101,7 @@ def mine_prompt(ex: Example, verdicts: list[Verdict], cfg: PairsSection) -> Prom
     return out
 
 
-def label_samples(
-    examples: list[Example], samples: list[list[str]], engine: RewardEngine
-) -> list[list[Verdict]]:
+def label_samples(examples: list[Example], samples: list[list[str]], engine: RewardEngine) -> list[list[Verdict]]:
     """Judge every sample by execution (one engine call: each distinct query runs once)."""
     flat = [(ex, text) for ex, outs in zip(examples, samples, strict=True) for text in outs]
     verdicts = engine.judge(
@@ -175,7 +191,9 @@ def print_summary(summary: dict, title: str) -> None:
     Console().print(t)
 
 
-def pairs_plan(recipe, model: str | None = None, data: str | None = None, output: Path | None = None) -> tuple[str, str, Path]:
+def pairs_plan(
+    recipe, model: str | None = None, data: str | None = None, output: Path | None = None
+) -> tuple[str, str, Path]:
     """(model, questions, output folder) for a pairs run: the arguments, else the recipe's model.name_or_path,
     pairs.data and pairs.output; a UserError names what is missing."""
     from nl2sql_align.errors import UserError
@@ -207,8 +225,12 @@ def sample_questions(examples: list[Example], n: int | None, seed: int) -> list[
 
 
 def run_pairs_for_recipe(
-    recipe, model: str | None = None, data: str | None = None, output: Path | None = None,
-    limit: int | None = None, overwrite: bool = False,
+    recipe,
+    model: str | None = None,
+    data: str | None = None,
+    output: Path | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """`nl2sql-align pairs` (and a pipeline's pairs step): load the questions, then run_pairs."""
     from nl2sql_align.data import load_examples
@@ -235,9 +257,14 @@ def run_pairs(model_dir: str, examples: list[Example], recipe, output: Path, ove
             generator = load_generator(model_dir, recipe)
             try:
                 samples = generator.complete(
-                    examples, num_samples=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p,
-                    schema=recipe.data.schema, system_prompt=recipe.data.system_prompt,
-                    max_new_tokens=cfg.max_new_tokens or recipe.eval.max_new_tokens, batch_size=cfg.batch_size,
+                    examples,
+                    num_samples=cfg.samples,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    schema=recipe.data.schema,
+                    system_prompt=recipe.data.system_prompt,
+                    max_new_tokens=cfg.max_new_tokens or recipe.eval.max_new_tokens,
+                    batch_size=cfg.batch_size,
                     seed=recipe.seed,
                 )
             finally:

@@ -141,9 +141,13 @@ def load_pipeline(path: Path, overrides: list[str] | None = None) -> PipelineRec
         if s.name == "compare":
             raise RecipeError(f"{where}: 'compare' is reserved for the [compare] table; rename the step")
         if (s.num_processes > 1 or s.accelerate_config) and s.command not in STAGES:
-            raise RecipeError(f"{where} ({s.name}): num_processes/accelerate_config apply to training steps, not {s.command}")
+            raise RecipeError(
+                f"{where} ({s.name}): num_processes/accelerate_config apply to training steps, not {s.command}"
+            )
         if s.accelerate_config and not (path.parent / s.accelerate_config).is_file():
-            raise RecipeError(f"{where} ({s.name}): accelerate_config {s.accelerate_config!r} not found (see recipes/accelerate/)")
+            raise RecipeError(
+                f"{where} ({s.name}): accelerate_config {s.accelerate_config!r} not found (see recipes/accelerate/)"
+            )
         if not s.recipe:
             raise RecipeError(f"{where} ({s.name}): recipe is not set; name the {s.command} recipe this step runs")
         if s.compare and s.command not in POLICY_STAGES:
@@ -158,7 +162,9 @@ def load_pipeline(path: Path, overrides: list[str] | None = None) -> PipelineRec
     if not pipe.compare.data:
         raise RecipeError(f"{path}: [compare] data is not set: the eval set every policy is scored on, e.g. demo:dev")
     if not any(_is_compared(s) for s in pipe.steps):
-        raise RecipeError(f"{path}: no step trains a policy to compare (an sft, dpo, ppo or grpo step without compare = false)")
+        raise RecipeError(
+            f"{path}: no step trains a policy to compare (an sft, dpo, ppo or grpo step without compare = false)"
+        )
     return pipe
 
 
@@ -190,7 +196,9 @@ def _step_io(section: StepSection, recipe) -> tuple[Path, list[tuple[str, str]]]
     if section.command in ("ppo", "grpo") and recipe.reward is not None and recipe.reward.model:
         inputs.append(("reward.model", recipe.reward.model))
     if not recipe.output_dir:
-        raise RecipeError(f"{recipe.source}: output_dir is not set; the pipeline needs to know where {section.name} writes")
+        raise RecipeError(
+            f"{recipe.source}: output_dir is not set; the pipeline needs to know where {section.name} writes"
+        )
     return Path(recipe.output_dir), inputs
 
 
@@ -216,7 +224,9 @@ def plan(pipe: PipelineRecipe) -> list[Step]:
         overrides = [*pipe.set, *sec.set]
         try:
             recipe = (
-                load_recipe(path, overrides) if sec.command == "pairs" else load_stage_recipe(sec.command, path, overrides)[0]
+                load_recipe(path, overrides)
+                if sec.command == "pairs"
+                else load_stage_recipe(sec.command, path, overrides)[0]
             )
             output, inputs = _step_io(sec, recipe)
         except UserError as e:
@@ -234,7 +244,7 @@ def plan(pipe: PipelineRecipe) -> list[Step]:
             if writer is not None:
                 step.upstream.append(writer.name)
                 continue
-            later = _writer(local, steps[i + 1:])
+            later = _writer(local, steps[i + 1 :])
             if later is not None:
                 raise RecipeError(
                     f"{pipe.source}: step {step.name} reads {key} = {spec!r}, which step {later.name} writes after it; "
@@ -254,6 +264,7 @@ def plan(pipe: PipelineRecipe) -> list[Step]:
 def _signature(path: Path) -> Any:
     """Size and mtime of an input file, or of a folder's files: a rebuilt model or an edited data file makes the
     steps that read it stale (contents are not hashed: a multi-GB model would take minutes)."""
+
     def stat(p: Path) -> list[int]:
         st = p.stat()
         return [st.st_size, st.st_mtime_ns]
@@ -333,13 +344,24 @@ def run_step(step: Step, overwrite: bool, resume: bool) -> None:
             f"step {step.name} failed (exit {code}): nl2sql-align {' '.join(argv)}; the error is above. Fix it and "
             "run the pipeline again: the steps before it are reused"
         )
-    stamp = {"step": step.name, "command": step.command, "recipe": str(step.recipe_path), "fingerprint": step.fingerprint}
+    stamp = {
+        "step": step.name,
+        "command": step.command,
+        "recipe": str(step.recipe_path),
+        "fingerprint": step.fingerprint,
+    }
     (step.output / STAMP).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")
 
 
 def run_pipeline(
-    path: Path, overrides: list[str] | None = None, *, report: Path | None = None, overwrite: bool = False,
-    reuse: bool = True, resume: bool = False, command: str = "nl2sql-align compare",
+    path: Path,
+    overrides: list[str] | None = None,
+    *,
+    report: Path | None = None,
+    overwrite: bool = False,
+    reuse: bool = True,
+    resume: bool = False,
+    command: str = "nl2sql-align compare",
 ) -> dict[str, Any]:
     """Plan, run the steps that are not current, compare the policies; returns compare's summary with a
     `pipeline` entry (each step's status and wall time)."""
@@ -366,9 +388,17 @@ def run_pipeline(
     for i, step in enumerate(steps, 1):
         upstream_rerun = bool(rerun & set(step.upstream))
         reused = reuse and states[step.name] == "current" and not upstream_rerun
-        label = f"[bold]{i}/{len(steps) + 1}[/] {step.name}: {step.command} --recipe {step.recipe_path} -> {step.output}"
-        row = {"name": step.name, "command": step.command, "output": str(step.output), "status": "reused",
-               "seconds": None, "recipe": str(step.recipe_path)}
+        label = (
+            f"[bold]{i}/{len(steps) + 1}[/] {step.name}: {step.command} --recipe {step.recipe_path} -> {step.output}"
+        )
+        row = {
+            "name": step.name,
+            "command": step.command,
+            "output": str(step.output),
+            "status": "reused",
+            "seconds": None,
+            "recipe": str(step.recipe_path),
+        }
         rows.append(row)
         if reused:
             console.print(f"{label} [green](up to date: reused)[/]")
@@ -379,16 +409,28 @@ def run_pipeline(
         rerun.add(step.name)
         row.update(status="ran", seconds=round(time.time() - t, 1))
     compared = [s for s in steps if s.compared]
-    console.rule(f"[bold]{len(steps) + 1}/{len(steps) + 1}[/] compare {', '.join(s.name for s in compared)} on "
-                 f"{pipe.compare.data}", align="left")
+    console.rule(
+        f"[bold]{len(steps) + 1}/{len(steps) + 1}[/] compare {', '.join(s.name for s in compared)} on "
+        f"{pipe.compare.data}",
+        align="left",
+    )
     c = pipe.compare
     t = time.time()
     summary, runs = score_runs(
-        [s.output for s in compared], c.data, report, limit=c.limit, metric=c.metric, db_dir=c.db_dir,
-        command=command, names=[s.name for s in compared],
+        [s.output for s in compared],
+        c.data,
+        report,
+        limit=c.limit,
+        metric=c.metric,
+        db_dir=c.db_dir,
+        command=command,
+        names=[s.name for s in compared],
     )
     summary["pipeline"] = {
-        "recipe": str(path), "report": str(report), "steps": rows, "compare_seconds": round(time.time() - t, 1),
+        "recipe": str(path),
+        "report": str(report),
+        "steps": rows,
+        "compare_seconds": round(time.time() - t, 1),
         "total_seconds": round(time.time() - t0, 1),
     }
     write_report(summary, runs, report)

@@ -92,7 +92,9 @@ def plot_ex_by_level(summary: dict, path: Path, title: str | None = None) -> Pat
     groups = [("all", summary)] + list(summary.get("ex_by_hardness", {}).items())
     if "ex_complex" in summary:
         groups.append(("complex\n(hard+extra)", summary["ex_complex"]))
-    colors = ["#55a868"] + ["#4c72b0"] * len(summary.get("ex_by_hardness", {})) + ["#dd8452"] * ("ex_complex" in summary)
+    colors = (
+        ["#55a868"] + ["#4c72b0"] * len(summary.get("ex_by_hardness", {})) + ["#dd8452"] * ("ex_complex" in summary)
+    )
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(groups)), 4))
     bars = ax.bar([name for name, _ in groups], [g["ex"] for _, g in groups], color=colors)
@@ -166,7 +168,8 @@ def plot_compare_curves(runs: list[tuple[str, str, list[dict]]], keys: list[str 
     fig, axes = plt.subplots(1, len(runs), figsize=(max(5, 4 * len(runs)), 3.6), squeeze=False)
     for ax, (name, stage, rows), key in zip(axes[0], runs, keys, strict=True):
         pts = [
-            (r["step"], r[key]) for r in rows
+            (r["step"], r[key])
+            for r in rows
             if key and r.get("event") != "train_end" and isinstance(r.get(key), (int, float)) and "step" in r
         ]
         if pts:

@@ -132,7 +132,7 @@ def _read_bird(path: Path, text: str, n: int, db_ids: Sequence[str] | None) -> l
     preds: list[str | None] = [None] * n
     for key, value in obj.items():
         if not (key.isdigit() and str(int(key)) == key and int(key) < n):
-            raise UserError(f"{path}: key {key!r} is not an example index (expected \"0\" to \"{n - 1}\")")
+            raise UserError(f'{path}: key {key!r} is not an example index (expected "0" to "{n - 1}")')
         i = int(key)
         if not isinstance(value, str) or value.count(BIRD_SEPARATOR) != 1:
             raise UserError(
@@ -144,7 +144,9 @@ def _read_bird(path: Path, text: str, n: int, db_ids: Sequence[str] | None) -> l
     missing = [str(i) for i, p in enumerate(preds) if p is None]
     if missing:
         shown = ", ".join(f'"{k}"' for k in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise UserError(f"{path}: key {shown} missing; a BIRD predictions file has one key per example, \"0\" to \"{n - 1}\"")
+        raise UserError(
+            f'{path}: key {shown} missing; a BIRD predictions file has one key per example, "0" to "{n - 1}"'
+        )
     return [p or "" for p in preds]
 
 

@@ -108,8 +108,11 @@ def main() -> None:
     examples, predictions = build(args.per_question)
     n = len(examples)
     distinct = len({(ex.db.path, p) for ex, p in zip(examples, predictions, strict=True)})
-    print(f"{n // args.per_question} questions x {args.per_question} predictions = {n} pairs "
-          f"({distinct} distinct (database, prediction))", flush=True)
+    print(
+        f"{n // args.per_question} questions x {args.per_question} predictions = {n} pairs "
+        f"({distinct} distinct (database, prediction))",
+        flush=True,
+    )
     failed = False
     for metric in args.metrics.split(","):
         fast, t_ours, t_warm = ours(examples, predictions, metric, args.workers)
@@ -122,8 +125,10 @@ def main() -> None:
         print(f"[{metric}] ours warm {n / t_warm:8.0f} pairs/s  ({t_warm:.2f} s, workers already running)")
         print(f"[{metric}] baseline  {n / t_base:8.0f} pairs/s  ({t_base:.2f} s)")
         print(f"[{metric}] ratio     {t_base / t_ours:8.2f}x cold, {t_base / t_warm:.2f}x warm")
-        print(f"[{metric}] verdicts  {'identical' if not differ else f'{differ} differ'} "
-              f"({sum(fast)} correct of {n})", flush=True)
+        print(
+            f"[{metric}] verdicts  {'identical' if not differ else f'{differ} differ'} ({sum(fast)} correct of {n})",
+            flush=True,
+        )
     if failed:
         sys.exit(1)
 

@@ -199,7 +199,13 @@ def grpo_share(steps: int) -> dict:
     rows = [x for x in rows if "step_time" in x]
     step = sum(x["step_time"] for x in rows)
     rewards = sum(x.get("reward_engine/seconds", 0.0) for x in rows)
-    return {"model": str(model.relative_to(REPO)), "steps": len(rows), "step_seconds": step, "reward_seconds": rewards, "share": rewards / step if step else 0}
+    return {
+        "model": str(model.relative_to(REPO)),
+        "steps": len(rows),
+        "step_seconds": step,
+        "reward_seconds": rewards,
+        "share": rewards / step if step else 0,
+    }
 
 
 def main() -> None:
@@ -223,12 +229,13 @@ def main() -> None:
     t_base = time.perf_counter() - t
 
     mismatches = [i for i, (a, b) in enumerate(zip(fast, slow, strict=True)) if a != b]
-    print(f"engine    {n / t_engine:9.0f} completions/s  ({t_engine:.2f} s; {engine.executor.num_workers} workers, "
-          f"{engine.executed} distinct queries run, {engine.gold_executed} gold queries run)")
+    print(
+        f"engine    {n / t_engine:9.0f} completions/s  ({t_engine:.2f} s; {engine.executor.num_workers} workers, "
+        f"{engine.executed} distinct queries run, {engine.gold_executed} gold queries run)"
+    )
     print(f"baseline  {n / t_base:9.0f} completions/s  ({t_base:.2f} s; fresh connection + gold per pair)")
     print(f"ratio     {t_base / t_engine:9.1f}x  (target >= 5x)")
-    print(f"verdicts  {'identical' if not mismatches else f'{len(mismatches)} differ'} "
-          f"({sum(fast)} correct of {n})")
+    print(f"verdicts  {'identical' if not mismatches else f'{len(mismatches)} differ'} ({sum(fast)} correct of {n})")
     if args.grpo_steps:
         s = grpo_share(args.grpo_steps)
         print(

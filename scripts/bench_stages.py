@@ -67,9 +67,13 @@ def main() -> None:
     if a.model is None and not (model / "config.json").is_file():
         model = ensure_tiny_model(REPO / "out" / "tiny-model")
     common = [
-        f"train.max_steps={a.steps}", f"train.max_completion_length={a.length}", "train.logging_steps=1",
-        f"data.train_limit={max(64, a.completions * (a.steps + 1))}", "train.learning_rate=1e-5",
-        f"train.per_device_train_batch_size={a.completions}", "reward.log_completions=0",
+        f"train.max_steps={a.steps}",
+        f"train.max_completion_length={a.length}",
+        "train.logging_steps=1",
+        f"data.train_limit={max(64, a.completions * (a.steps + 1))}",
+        "train.learning_rate=1e-5",
+        f"train.per_device_train_batch_size={a.completions}",
+        "reward.log_completions=0",
         # GRPOConfig turns gradient checkpointing on by default, TrainingArguments (PPO) off: the same for both.
         f"train.gradient_checkpointing={str(a.gradient_checkpointing).lower()}",
     ]
@@ -84,19 +88,37 @@ def main() -> None:
             results[f"{mode}/{stage}"] = run_stage(stage, model, a.out / f"{mode}-{stage}", [*sets, *extra])
 
     table = Table(title=f"PPO vs GRPO on {model.name}: {a.completions} completions/step, <= {a.length} tokens")
-    for col in ("mode", "stage", "s/step", "peak RSS MB", "CUDA peak MB", "mean length", "PPO/GRPO time", "PPO/GRPO mem"):
+    for col in (
+        "mode",
+        "stage",
+        "s/step",
+        "peak RSS MB",
+        "CUDA peak MB",
+        "mean length",
+        "PPO/GRPO time",
+        "PPO/GRPO mem",
+    ):
         table.add_column(col, justify="left" if col in ("mode", "stage") else "right")
     for mode in a.modes.split(","):
         g, p = results[f"{mode}/grpo"], results[f"{mode}/ppo"]
         mem = "cuda_max_allocated_mb" if "cuda_max_allocated_mb" in g else "peak_rss_mb"
         ratio_t = p["seconds_per_step"] / g["seconds_per_step"]
         ratio_m = p[mem] / g[mem]
-        results[f"{mode}/ratios"] = {"time_per_step": round(ratio_t, 3), "memory": round(ratio_m, 3), "memory_kind": mem}
+        results[f"{mode}/ratios"] = {
+            "time_per_step": round(ratio_t, 3),
+            "memory": round(ratio_m, 3),
+            "memory_kind": mem,
+        }
         for name, r in (("grpo", g), ("ppo", p)):
             table.add_row(
-                mode, name, f"{r['seconds_per_step']:.3f}", f"{r['peak_rss_mb']:.0f}",
-                f"{r.get('cuda_max_allocated_mb', float('nan')):.0f}", f"{r['completion_length'] or 0:.1f}",
-                f"{ratio_t:.2f}" if name == "ppo" else "", f"{ratio_m:.2f}" if name == "ppo" else "",
+                mode,
+                name,
+                f"{r['seconds_per_step']:.3f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r.get('cuda_max_allocated_mb', float('nan')):.0f}",
+                f"{r['completion_length'] or 0:.1f}",
+                f"{ratio_t:.2f}" if name == "ppo" else "",
+                f"{ratio_m:.2f}" if name == "ppo" else "",
             )
     console.print(table)
     a.out.mkdir(parents=True, exist_ok=True)

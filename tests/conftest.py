@@ -40,7 +40,9 @@ def stage_recipe(stage: str, model_dir: Path, out: Path, *overrides: str):
     from nl2sql_align.stages import load_stage_recipe
 
     recipe, _, _ = load_stage_recipe(
-        stage, REPO / "recipes" / f"tiny-{stage}.toml", [f"model.name_or_path={model_dir}", f"output_dir={out}", *overrides]
+        stage,
+        REPO / "recipes" / f"tiny-{stage}.toml",
+        [f"model.name_or_path={model_dir}", f"output_dir={out}", *overrides],
     )
     return recipe
 
@@ -73,9 +75,17 @@ def subset_sft(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
     data.write_text("".join(json.dumps({"question": q, "sql": s, "db": shop}) + "\n" for q, s in SUBSET))
     warm = sft.run(
         stage_recipe(
-            "sft", tiny_model_dir, root / "sft", f"data.train={data}", f"data.eval={data}",
-            "eval.after_training=false", "train.max_steps=70", "train.per_device_train_batch_size=8",
-            "train.learning_rate=3e-3", "train.lr_scheduler_type=constant", "train.warmup_steps=0",
+            "sft",
+            tiny_model_dir,
+            root / "sft",
+            f"data.train={data}",
+            f"data.eval={data}",
+            "eval.after_training=false",
+            "train.max_steps=70",
+            "train.per_device_train_batch_size=8",
+            "train.learning_rate=3e-3",
+            "train.lr_scheduler_type=constant",
+            "train.warmup_steps=0",
         )
     )
     return data, warm
@@ -105,8 +115,13 @@ def kill_after_checkpoint(args: list[str], partial: Path, step: int, log: Path) 
     from nl2sql_align.stages.runner import checkpoint_step, complete_checkpoints
 
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "nl2sql_align", *args], cwd=REPO, stdout=out, stderr=out,
-                                env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nl2sql_align", *args],
+            cwd=REPO,
+            stdout=out,
+            stderr=out,
+            env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        )
         while proc.poll() is None:  # poll the process and the folder, not the clock
             if partial.is_dir() and any(checkpoint_step(c) >= step for c in complete_checkpoints(partial)):
                 break
@@ -143,15 +158,11 @@ def sqlite_to_duckdb(src: Path, dst: Path) -> None:
                 else:
                     types.append("VARCHAR")
             rows = [
-                tuple(
-                    str(v) if t == "VARCHAR" and v is not None else v for v, t in zip(r, types, strict=True)
-                )
+                tuple(str(v) if t == "VARCHAR" and v is not None else v for v, t in zip(r, types, strict=True))
                 for r in rows
             ]
             target.execute(
-                f'CREATE TABLE "{table}" ('
-                + ", ".join(f'"{c}" {t}' for c, t in zip(columns, types, strict=True))
-                + ")"
+                f'CREATE TABLE "{table}" (' + ", ".join(f'"{c}" {t}' for c, t in zip(columns, types, strict=True)) + ")"
             )
             if rows:
                 target.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" * len(columns))})', rows)

@@ -85,8 +85,9 @@ def mutations(gold: str) -> list[tuple[str, str]]:
     if re.search(r"\bdesc\b", gold, re.I):
         out.append(("order_desc_to_asc", re.sub(r"\bdesc\b", "ASC", gold, flags=re.I)))
     elif re.search(r"\border\s+by\b", gold, re.I):
-        out.append(("order_to_desc",
-                    re.sub(r"(\border\s+by\s+[\w.()*]+)(\s+asc\b)?", r"\1 DESC", gold, count=1, flags=re.I)))
+        out.append(
+            ("order_to_desc", re.sub(r"(\border\s+by\s+[\w.()*]+)(\s+asc\b)?", r"\1 DESC", gold, count=1, flags=re.I))
+        )
     else:
         out.append(("order_added", gold.rstrip("; ") + " ORDER BY 1 DESC"))  # an order the gold does not ask for
     m = re.search(r"\blimit\s+(\d+)", gold, re.I)
@@ -144,13 +145,24 @@ def main(argv: list[str] | None = None) -> int:
     exec_eval = load_module(args.exec_eval.resolve(), "official_exec_eval")
     bird = load_module(args.bird_eval.resolve(), "official_bird_eval")
     if hasattr(bird, "sort_tuple"):
-        sys.exit(f"{args.bird_eval}: this revision sorts the cells of every row (sort_tuple); our --metric bird "
-                 "follows the strict comparison (mini_dev's evaluation_ex.py). Use that file.")
+        sys.exit(
+            f"{args.bird_eval}: this revision sorts the cells of every row (sort_tuple); our --metric bird "
+            "follows the strict comparison (mini_dev's evaluation_ex.py). Use that file."
+        )
     bird_extra = ("SQLite",) if "sql_dialect" in inspect.signature(bird.execute_model).parameters else ()
 
     def spider_verdict(db: Path, gold: str, pred: str, keep_distinct: bool) -> bool:
-        return exec_eval.eval_exec_match(str(db), pred, gold, plug_value=False, keep_distinct=keep_distinct,
-                                         progress_bar_for_each_datapoint=False) == 1
+        return (
+            exec_eval.eval_exec_match(
+                str(db),
+                pred,
+                gold,
+                plug_value=False,
+                keep_distinct=keep_distinct,
+                progress_bar_for_each_datapoint=False,
+            )
+            == 1
+        )
 
     def bird_verdict(db: Path, gold: str, pred: str) -> bool:
         return bird.execute_model(pred, gold, str(db), 0, 30.0, *bird_extra)["res"] == 1
@@ -172,28 +184,42 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for i, ex in enumerate(examples):
             for kind, pred in mutations(ex.sql):
-                rows.append({
-                    "id": f"{i}:{kind}", "example": i, "db_id": ex.db_id, "gold": ex.sql, "pred": pred,
-                    "spider": spider_verdict(db(ex), ex.sql, pred, False),
-                    "spider_keep_distinct": spider_verdict(db(ex), ex.sql, pred, True),
-                    "bird": bird_verdict(db(ex), ex.sql, pred),
-                })
+                rows.append(
+                    {
+                        "id": f"{i}:{kind}",
+                        "example": i,
+                        "db_id": ex.db_id,
+                        "gold": ex.sql,
+                        "pred": pred,
+                        "spider": spider_verdict(db(ex), ex.sql, pred, False),
+                        "spider_keep_distinct": spider_verdict(db(ex), ex.sql, pred, True),
+                        "bird": bird_verdict(db(ex), ex.sql, pred),
+                    }
+                )
         write_jsonl(args.out / "parity_mutations.jsonl", rows)
 
         # Each gold query as test-suite executes it (postprocess, then remove_distinct).
-        write_jsonl(args.out / "parity_remove_distinct.jsonl", [
-            {"example": i, "sql": ex.sql, "scored": exec_eval.remove_distinct(exec_eval.postprocess(ex.sql))}
-            for i, ex in enumerate(examples)
-        ])
+        write_jsonl(
+            args.out / "parity_remove_distinct.jsonl",
+            [
+                {"example": i, "sql": ex.sql, "scored": exec_eval.remove_distinct(exec_eval.postprocess(ex.sql))}
+                for i, ex in enumerate(examples)
+            ],
+        )
 
         # Hand-written cases, whose verdicts are written in tests/test_parity.py.
         for case in tp.HAND_WRITTEN:
             ex = examples[case.example]
-            official = (spider_verdict(db(ex), ex.sql, case.pred, False),
-                        spider_verdict(db(ex), ex.sql, case.pred, True), bird_verdict(db(ex), ex.sql, case.pred))
+            official = (
+                spider_verdict(db(ex), ex.sql, case.pred, False),
+                spider_verdict(db(ex), ex.sql, case.pred, True),
+                bird_verdict(db(ex), ex.sql, case.pred),
+            )
             if official != (case.spider, case.keep, case.bird):
-                differences.append(f"HAND_WRITTEN ({case.example}, {case.pred!r}): official (spider, keep, bird) = "
-                                   f"{official}, written {(case.spider, case.keep, case.bird)}")
+                differences.append(
+                    f"HAND_WRITTEN ({case.example}, {case.pred!r}): official (spider, keep, bird) = "
+                    f"{official}, written {(case.spider, case.keep, case.bird)}"
+                )
         for sql, expected in tp.TRICKY_DISTINCT:
             official = exec_eval.remove_distinct(exec_eval.postprocess(sql))
             if official != expected:
@@ -210,8 +236,15 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for r, pred in zip(records, bird_sample_predictions(records), strict=True):
             bdb = broot / r["db_id"] / f"{r['db_id']}.sqlite"
-            rows.append({"question_id": r["question_id"], "db_id": r["db_id"], "gold": r["SQL"], "pred": pred,
-                         "bird": bird_verdict(bdb, r["SQL"], pred)})
+            rows.append(
+                {
+                    "question_id": r["question_id"],
+                    "db_id": r["db_id"],
+                    "gold": r["SQL"],
+                    "pred": pred,
+                    "bird": bird_verdict(bdb, r["SQL"], pred),
+                }
+            )
         write_jsonl(args.out / "parity_bird_sample.jsonl", rows)
 
     for d in differences:

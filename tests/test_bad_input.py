@@ -26,10 +26,13 @@ def _jsonl(path: Path, *records) -> Path:
 
 
 def _recipe(tmp: Path, model: Path, train: str, out: Path, extra: str = "") -> Path:
-    return _write(tmp / "r.toml", (
-        f'output_dir = "{out}"\n[model]\nname_or_path = "{model}"\n[data]\ntrain = "{train}"\n'
-        f'[train]\nmax_steps = 1\nreport_to = "none"\n{extra}'
-    ))
+    return _write(
+        tmp / "r.toml",
+        (
+            f'output_dir = "{out}"\n[model]\nname_or_path = "{model}"\n[data]\ntrain = "{train}"\n'
+            f'[train]\nmax_steps = 1\nreport_to = "none"\n{extra}'
+        ),
+    )
 
 
 GOOD = {"question": "How many singers are there?", "sql": "SELECT count(*) FROM singer", "db": str(SPIDER_DB)}
@@ -40,22 +43,34 @@ def _case(name: str, tmp: Path, model: Path, out: Path) -> tuple[list[str], list
     if name == "missing recipe file":
         return ["sft", "--recipe", str(tmp / "nope.toml")], ["recipe not found", "nope.toml"]
     if name == "TOML syntax error":
-        return ["sft", "--recipe", str(_write(tmp / "r.toml", "output_dir = \n"))], ["r.toml", "not valid TOML", "line 1"]
+        return ["sft", "--recipe", str(_write(tmp / "r.toml", "output_dir = \n"))], [
+            "r.toml",
+            "not valid TOML",
+            "line 1",
+        ]
     if name == "unknown key":
         bad = _recipe(tmp, model, "demo:train", out, "[lora]\nalhpa = 8\n")
         return ["sft", "--recipe", str(bad)], ["r.toml", "unknown key 'lora.alhpa'", "did you mean 'alpha'"]
     if name == "wrong type":
-        bad = _recipe(tmp, model, "demo:train", out, "[lora]\nr = \"eight\"\n")
+        bad = _recipe(tmp, model, "demo:train", out, '[lora]\nr = "eight"\n')
         return ["sft", "--recipe", str(bad)], ["r.toml", "lora.r = 'eight'", "expected int"]
     if name == "missing database file":
         data = _jsonl(tmp / "d.jsonl", {**GOOD, "db": "gone.sqlite"})
-        return ["sft", "--recipe", str(_recipe(tmp, model, data, out))], ["d.jsonl:1", "database 'gone.sqlite' not found", "db_dir"]
+        return ["sft", "--recipe", str(_recipe(tmp, model, data, out))], [
+            "d.jsonl:1",
+            "database 'gone.sqlite' not found",
+            "db_dir",
+        ]
     if name == "malformed JSONL line":
         data = _jsonl(tmp / "d.jsonl", GOOD, '{"question": "x", "sql": ')
         return ["sft", "--recipe", str(_recipe(tmp, model, data, out))], ["d.jsonl:2", "not valid JSON"]
     if name == "gold SQL that fails":
         data = _jsonl(tmp / "d.jsonl", GOOD, {**GOOD, "sql": "SELECT nope FROM singer"})
-        return ["grpo", "--recipe", str(_recipe(tmp, model, data, out))], ["d.jsonl:2", "gold queries fail", "Fix or remove"]
+        return ["grpo", "--recipe", str(_recipe(tmp, model, data, out))], [
+            "d.jsonl:2",
+            "gold queries fail",
+            "Fix or remove",
+        ]
     if name == "empty dataset":
         data = _write(tmp / "d.jsonl", "\n")
         return ["sft", "--recipe", str(_recipe(tmp, model, data, out))], ["d.jsonl", "no examples found"]
@@ -72,8 +87,15 @@ def _case(name: str, tmp: Path, model: Path, out: Path) -> tuple[list[str], list
 
 
 CASES = [
-    "missing recipe file", "TOML syntax error", "unknown key", "wrong type", "missing database file",
-    "malformed JSONL line", "gold SQL that fails", "empty dataset", "output dir not writable",
+    "missing recipe file",
+    "TOML syntax error",
+    "unknown key",
+    "wrong type",
+    "missing database file",
+    "malformed JSONL line",
+    "gold SQL that fails",
+    "empty dataset",
+    "output dir not writable",
     "adapter dir without a base",
 ]
 
@@ -82,8 +104,14 @@ CASES = [
 def test_bad_input_exits_2_with_a_clear_message_and_no_output(name, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     argv, phrases = _case(name, tmp_path, tiny_model_dir, out)
-    p = subprocess.run([sys.executable, "-m", "nl2sql_align", *argv], cwd=REPO, capture_output=True, text=True,
-                       env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "nl2sql_align", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        timeout=300,
+    )
     assert p.returncode == 2, p.stderr[-2000:]
     assert "Traceback" not in p.stderr, p.stderr[-2000:]
     for phrase in phrases:

@@ -38,7 +38,8 @@ def _bird(tmp_path: Path, name: str = "bird") -> Path:
     # name differs in case from the table; a multi-line value description is shortened onto one line.
     (desc / "Customers.csv").write_bytes(
         (
-            "\ufeff" + HEADER
+            "\ufeff"
+            + HEADER
             + "cust_id,customer id,unique id of the customer,integer,\r\n"
             + 'segment,,client segment,text,"commonsense evidence:\nSME: small and medium enterprises\nKAM: key account"\r\n'
             + "cafe_name,,name of the caf\u00e9,text,\r\n"
@@ -54,8 +55,16 @@ def _bird(tmp_path: Path, name: str = "bird") -> Path:
     )
     # Malformed: not a description file at all (no header we know, and an unterminated quote).
     (desc / "broken.csv").write_bytes(b'\x00\x01garbage,"unterminated\n')
-    recs = [{"question_id": 1, "db_id": "shop", "question": "Total of SME orders?", "evidence": "",
-             "SQL": "SELECT SUM(amount) FROM orders", "difficulty": "simple"}]
+    recs = [
+        {
+            "question_id": 1,
+            "db_id": "shop",
+            "question": "Total of SME orders?",
+            "evidence": "",
+            "SQL": "SELECT SUM(amount) FROM orders",
+            "difficulty": "simple",
+        }
+    ]
     (root / "dev.json").write_text(json.dumps(recs))
     return root
 

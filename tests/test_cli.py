@@ -20,7 +20,12 @@ COMMANDS = ["sft", "rm", "dpo", "ppo", "grpo", "pairs", "eval", "data", "validat
 def cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200")
     p = subprocess.run(
-        [sys.executable, "-m", "nl2sql_align", *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=timeout
+        [sys.executable, "-m", "nl2sql_align", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout,
     )
     if check and p.returncode != 0:
         raise AssertionError(f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
@@ -82,8 +87,23 @@ def test_validate_grpo_checks_rewards_gold_and_batch_arithmetic(tmp_path: Path):
 
 def test_pairs_then_validate_a_dpo_recipe_on_them(tiny_model_dir: Path, tmp_path: Path):
     out = tmp_path / "pairs"
-    p = cli("pairs", "--model", str(tiny_model_dir), "--recipe", "recipes/tiny-dpo.toml", "--data", "demo:train",
-            "--limit", "6", "--samples", "2", "--set", "pairs.max_new_tokens=8", "--output", str(out))
+    p = cli(
+        "pairs",
+        "--model",
+        str(tiny_model_dir),
+        "--recipe",
+        "recipes/tiny-dpo.toml",
+        "--data",
+        "demo:train",
+        "--limit",
+        "6",
+        "--samples",
+        "2",
+        "--set",
+        "pairs.max_new_tokens=8",
+        "--output",
+        str(out),
+    )
     assert "prompts with a pair" in p.stdout and (out / "pairs.jsonl").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples"] == 12 and summary["config"]["samples"] == 2
@@ -98,7 +118,9 @@ def test_pairs_then_validate_a_dpo_recipe_on_them(tiny_model_dir: Path, tmp_path
     assert "accepted by ORPOConfig" in p.stdout
     p = cli("validate", "recipes/tiny-rm.toml", "--set", f"data.train={out}/unpaired.jsonl")
     assert "labelled completions" in p.stdout
-    again = cli("pairs", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "2", "--output", str(out), check=False)
+    again = cli(
+        "pairs", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "2", "--output", str(out), check=False
+    )
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
@@ -143,7 +165,17 @@ def test_eval_scores_wrong_and_broken_predictions(tmp_path: Path):
             ]
         )
     )
-    cli("eval", "--data", f"spider:{SPIDER}", "--limit", "4", "--predictions", str(preds), "--report", str(tmp_path / "r"))
+    cli(
+        "eval",
+        "--data",
+        f"spider:{SPIDER}",
+        "--limit",
+        "4",
+        "--predictions",
+        str(preds),
+        "--report",
+        str(tmp_path / "r"),
+    )
     rows = [json.loads(line) for line in (tmp_path / "r" / "per_example.jsonl").read_text().splitlines()]
     assert [r["correct"] for r in rows] == [True, False, False, False]
     assert [r["executable"] for r in rows] == [True, True, False, False]
@@ -155,13 +187,26 @@ def test_eval_scores_wrong_and_broken_predictions(tmp_path: Path):
 def test_eval_rejects_misaligned_predictions(tmp_path: Path):
     preds = tmp_path / "p.sql"
     preds.write_text("SELECT 1\nSELECT 2\n")
-    p = cli("eval", "--data", f"spider:{SPIDER}", "--predictions", str(preds), "--report", str(tmp_path / "r"), check=False)
+    p = cli(
+        "eval", "--data", f"spider:{SPIDER}", "--predictions", str(preds), "--report", str(tmp_path / "r"), check=False
+    )
     assert p.returncode == 2 and "2 lines for 259 examples" in p.stderr
 
 
 def test_eval_model_generates_and_reports(tiny_model_dir: Path, tmp_path: Path):
-    cli("eval", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "4", "--report", str(tmp_path),
-        "--set", "eval.max_new_tokens=8")
+    cli(
+        "eval",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        "demo:dev",
+        "--limit",
+        "4",
+        "--report",
+        str(tmp_path),
+        "--set",
+        "eval.max_new_tokens=8",
+    )
     rows = [json.loads(line) for line in (tmp_path / "per_example.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all("output" in r for r in rows)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -173,24 +218,46 @@ def test_demo_runs_the_shipped_pipeline_end_to_end_on_a_few_steps(tiny_model_dir
     trained, and the four policies are compared. It runs in a copy of recipes/ so its out/ is the test's own."""
     shutil.copytree(REPO / "recipes", tmp_path / "recipes")
     short = [
-        "sft.train.max_steps=2", "sft.data.train_limit=16",
-        "pairs.pairs.max_questions=8", "pairs.pairs.samples=2", "pairs.pairs.max_new_tokens=16",
-        "rm.train.max_steps=2", "dpo.train.max_steps=2",
-        "ppo.train.max_steps=2", "ppo.train.max_completion_length=16",
-        "grpo.train.max_steps=1", "grpo.train.max_completion_length=16",
+        "sft.train.max_steps=2",
+        "sft.data.train_limit=16",
+        "pairs.pairs.max_questions=8",
+        "pairs.pairs.samples=2",
+        "pairs.pairs.max_new_tokens=16",
+        "rm.train.max_steps=2",
+        "dpo.train.max_steps=2",
+        "ppo.train.max_steps=2",
+        "ppo.train.max_completion_length=16",
+        "grpo.train.max_steps=1",
+        "grpo.train.max_completion_length=16",
         "compare.limit=4",
         *(f"{s}.eval.max_new_tokens=16" for s in ("sft", "dpo", "ppo", "grpo")),
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200")
     p = subprocess.run(
-        [sys.executable, "-m", "nl2sql_align", "demo", "--model-dir", str(tiny_model_dir),
-         *(a for s in short for a in ("--set", s))],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "nl2sql_align",
+            "demo",
+            "--model-dir",
+            str(tiny_model_dir),
+            *(a for s in short for a in ("--set", s)),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=900,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     out = tmp_path / "out" / "demo"
     summary = json.loads((out / "compare" / "summary.json").read_text())
-    assert [(r["name"], r["stage"]) for r in summary["runs"]] == [("sft", "sft"), ("dpo", "dpo"), ("ppo", "ppo"), ("grpo", "grpo")]
+    assert [(r["name"], r["stage"]) for r in summary["runs"]] == [
+        ("sft", "sft"),
+        ("dpo", "dpo"),
+        ("ppo", "ppo"),
+        ("grpo", "grpo"),
+    ]
     assert summary["n"] == 4 and [r["steps"] for r in summary["runs"]] == [2, 2, 2, 1]
     assert [r["status"] for r in summary["pipeline"]["steps"]] == ["ran"] * 6
     # PPO was rewarded by the reward model the rm step trained, beside execution.

@@ -18,8 +18,15 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def _train(model_dir: Path, out: Path, *extra: str) -> Path:
     return sft.run(
         stage_recipe(
-            "sft", model_dir, out, "data.train_limit=16", 'data.eval=""', "train.logging_steps=1",
-            "train.per_device_train_batch_size=8", "train.learning_rate=3e-3", *extra,
+            "sft",
+            model_dir,
+            out,
+            "data.train_limit=16",
+            'data.eval=""',
+            "train.logging_steps=1",
+            "train.per_device_train_batch_size=8",
+            "train.learning_rate=3e-3",
+            *extra,
         )
     )
 
@@ -58,8 +65,19 @@ def test_compare_reports_eval_and_training_cost(two_runs, tmp_path: Path):
         assert run["stage"] == "sft" and run["curve"] == "loss"
         # The same model, data and prompt through `eval` gives the same EX.
         ev = tmp_path / f"eval-{run['name']}"
-        cli("eval", "--model", str(run_dir), "--data", "demo:dev", "--limit", "8", "--report", str(ev),
-            "--recipe", str(run_dir / "recipe.resolved.toml"))
+        cli(
+            "eval",
+            "--model",
+            str(run_dir),
+            "--data",
+            "demo:dev",
+            "--limit",
+            "8",
+            "--report",
+            str(ev),
+            "--recipe",
+            str(run_dir / "recipe.resolved.toml"),
+        )
         evs = json.loads((ev / "summary.json").read_text())
         assert run["ex"] == evs["ex"] and run["executable"] == evs["executable"] and run["n"] == evs["n"]
         assert run["ex_by_hardness"] == {k: v["ex"] for k, v in evs["ex_by_hardness"].items()}
@@ -85,8 +103,19 @@ def test_compare_names_a_run_without_metrics(two_runs, tmp_path: Path):
     shutil.copytree(a, broken)
     (broken / "metrics.jsonl").unlink()
     out = tmp_path / "cmp"
-    p = cli("compare", "--runs", str(a), str(broken), "--data", "demo:dev", "--limit", "8", "--report", str(out),
-            check=False)
+    p = cli(
+        "compare",
+        "--runs",
+        str(a),
+        str(broken),
+        "--data",
+        "demo:dev",
+        "--limit",
+        "8",
+        "--report",
+        str(out),
+        check=False,
+    )
     assert p.returncode != 0
     assert str(broken) in p.stderr and "metrics.jsonl" in p.stderr and "Traceback" not in p.stderr
     assert not (out / "runs").exists(), "no run is evaluated when one folder is unusable"
@@ -112,8 +141,17 @@ def test_compare_scores_a_trained_model_like_eval(subset_sft, two_runs, tmp_path
     assert runs[0]["ex"] > runs[1]["ex"]
     for run in runs:
         ev = tmp_path / f"eval-{run['name']}"
-        cli("eval", "--model", run["path"], "--data", str(data), "--report", str(ev),
-            "--recipe", str(Path(run["path"]) / "recipe.resolved.toml"))
+        cli(
+            "eval",
+            "--model",
+            run["path"],
+            "--data",
+            str(data),
+            "--report",
+            str(ev),
+            "--recipe",
+            str(Path(run["path"]) / "recipe.resolved.toml"),
+        )
         assert run["ex"] == json.loads((ev / "summary.json").read_text())["ex"]
 
 

@@ -28,8 +28,12 @@ def test_native_jsonl_by_path_and_by_db_id(tmp_path: Path, spider_db: Path):
         tmp_path / "d.jsonl",
         [
             {"id": "a", "question": "How many singers?", "sql": "SELECT count(*) FROM singer", "db": str(spider_db)},
-            {"question": "List stadium names.", "sql": "SELECT name FROM stadium", "db": "concert_singer",
-             "evidence": "stadium means venue"},
+            {
+                "question": "List stadium names.",
+                "sql": "SELECT name FROM stadium",
+                "db": "concert_singer",
+                "evidence": "stadium means venue",
+            },
         ],
     )
     exs = load_examples(str(f), db_dir=SPIDER / "database")
@@ -71,10 +75,18 @@ def test_duplicate_ids_are_an_error(tmp_path: Path, spider_db: Path):
 
 def test_alpaca_with_db_field_and_with_recipe_db(tmp_path: Path, spider_db: Path):
     recs = [
-        {"instruction": "How many singers are there?", "input": "", "output": "```sql\nSELECT count(*) FROM singer;\n```",
-         "db_id": "concert_singer"},
-        {"instruction": "Names of singers", "input": "from France", "output": "SELECT name FROM singer WHERE country = 'France'",
-         "db_id": "concert_singer"},
+        {
+            "instruction": "How many singers are there?",
+            "input": "",
+            "output": "```sql\nSELECT count(*) FROM singer;\n```",
+            "db_id": "concert_singer",
+        },
+        {
+            "instruction": "Names of singers",
+            "input": "from France",
+            "output": "SELECT name FROM singer WHERE country = 'France'",
+            "db_id": "concert_singer",
+        },
     ]
     f = tmp_path / "alpaca.json"
     f.write_text(json.dumps(recs))
@@ -112,9 +124,14 @@ def _bird_fixture(tmp_path: Path) -> Path:
     dbdir.mkdir(parents=True)
     shutil.copy(SPIDER / "database" / "concert_singer" / "concert_singer.sqlite", dbdir / "concert_singer.sqlite")
     recs = [
-        {"question_id": 7, "db_id": "concert_singer", "question": "How many French singers?",
-         "evidence": "French refers to Country = 'France'", "SQL": "SELECT COUNT(*) FROM singer WHERE Country = 'France'",
-         "difficulty": "simple"},
+        {
+            "question_id": 7,
+            "db_id": "concert_singer",
+            "question": "How many French singers?",
+            "evidence": "French refers to Country = 'France'",
+            "SQL": "SELECT COUNT(*) FROM singer WHERE Country = 'France'",
+            "difficulty": "simple",
+        },
     ]
     (root / "dev.json").write_text(json.dumps(recs))
     return root
@@ -161,7 +178,11 @@ def test_schema_text_on_a_spider_database(spider_db):
     db = Database.from_path(str(spider_db))
     text = schema_text(db, example_values=2)
     # Tables in definition order, keys, foreign keys and example values from the live data.
-    assert text.index("CREATE TABLE stadium (") < text.index("CREATE TABLE singer (") < text.index("CREATE TABLE concert (")
+    assert (
+        text.index("CREATE TABLE stadium (")
+        < text.index("CREATE TABLE singer (")
+        < text.index("CREATE TABLE concert (")
+    )
     assert "Singer_ID INT PRIMARY KEY," in text
     assert "PRIMARY KEY (concert_ID, Singer_ID)" in text
     assert "FOREIGN KEY (Stadium_ID) REFERENCES stadium(Stadium_ID)" in text

@@ -18,7 +18,9 @@ from nl2sql_align.data import demo
 from nl2sql_align.data.demo import DEMO_VERSION, build_demo, demo_dir, demo_examples
 
 REPO = Path(__file__).resolve().parents[1]
-_BUILD = "import sys; from pathlib import Path; from nl2sql_align.data.demo import build_demo; build_demo(Path(sys.argv[1]))"
+_BUILD = (
+    "import sys; from pathlib import Path; from nl2sql_align.data.demo import build_demo; build_demo(Path(sys.argv[1]))"
+)
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,16 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def _row(i: int, gold: str, correct: bool, executable: bool, db: str, hardness: str | None = None) -> dict:
     """A scored row as score_predictions makes it."""
     return {
-        "index": i, "id": str(i), "db": db, "hardness": hardness, "question": "q", "gold": gold, "pred": "p",
-        "correct": correct, "executable": executable, "error": None if executable else "boom",
+        "index": i,
+        "id": str(i),
+        "db": db,
+        "hardness": hardness,
+        "question": "q",
+        "gold": gold,
+        "pred": "p",
+        "correct": correct,
+        "executable": executable,
+        "error": None if executable else "boom",
     }
 
 
@@ -34,8 +42,12 @@ def _spider_rows() -> list[dict]:
         _row(1, "SELECT name FROM singer WHERE age > 30", False, True, "a"),  # easy
         _row(2, "SELECT name , country FROM singer", True, True, "b"),  # medium
         _row(3, "SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer)", False, False, "b"),  # hard
-        _row(4, "SELECT name FROM singer UNION SELECT name FROM stadium UNION SELECT theme FROM concert", True, True, "b"),  # hard
-        _row(5, "SELECT count(*) FROM stadium WHERE stadium_id NOT IN (SELECT stadium_id FROM concert)", False, True, "a"),  # extra
+        _row(
+            4, "SELECT name FROM singer UNION SELECT name FROM stadium UNION SELECT theme FROM concert", True, True, "b"
+        ),  # hard
+        _row(
+            5, "SELECT count(*) FROM stadium WHERE stadium_id NOT IN (SELECT stadium_id FROM concert)", False, True, "a"
+        ),  # extra
         _row(6, "SELECT FROM (", False, False, "c"),  # sqlglot cannot parse it: unknown
     ]
 
@@ -104,8 +116,18 @@ def test_report_files_carry_levels_and_the_charts_are_pngs(tmp_path: Path):
 def test_terminal_tables_show_each_level_complex_and_databases(capsys):
     print_summary(summarize(_spider_rows(), "spider"), "EX on test")
     out = capsys.readouterr().out
-    for text in ("EX on test", "easy", "medium", "hard", "extra", "unknown", "complex (hard+extra)", "33.3",
-                 "EX per database", "66.7"):
+    for text in (
+        "EX on test",
+        "easy",
+        "medium",
+        "hard",
+        "extra",
+        "unknown",
+        "complex (hard+extra)",
+        "33.3",
+        "EX per database",
+        "66.7",
+    ):
         assert text in out, text
 
 
@@ -145,12 +167,14 @@ def test_bird_layout_end_to_end_uses_the_difficulty_field(executor, tmp_path: Pa
     )
     recs = [
         {"question_id": i, "db_id": "concert_singer", "question": f"q{i}", "evidence": "", "SQL": sql, "difficulty": d}
-        for i, (sql, d) in enumerate([
-            ("SELECT count(*) FROM singer", "simple"),
-            ("SELECT name FROM singer WHERE age > 30", "simple"),
-            ("SELECT country, count(*) FROM singer GROUP BY country", "moderate"),
-            ("SELECT name FROM stadium WHERE stadium_id NOT IN (SELECT stadium_id FROM concert)", "challenging"),
-        ])
+        for i, (sql, d) in enumerate(
+            [
+                ("SELECT count(*) FROM singer", "simple"),
+                ("SELECT name FROM singer WHERE age > 30", "simple"),
+                ("SELECT country, count(*) FROM singer GROUP BY country", "moderate"),
+                ("SELECT name FROM stadium WHERE stadium_id NOT IN (SELECT stadium_id FROM concert)", "challenging"),
+            ]
+        )
     ]
     (root / "dev.json").write_text(json.dumps(recs))
     examples = load_examples(f"bird:{root}")

@@ -26,7 +26,9 @@ def test_sqlite_gold_runs_on_duckdb_through_transpilation(tmp_path: Path, execut
     spider = [e for e in load_examples(f"spider:{SPIDER}") if e.db_id == "concert_singer"]
     data = tmp_path / "cs.jsonl"
     data.write_text(
-        "\n".join(json.dumps({"question": e.question, "sql": e.sql, "db": str(db), "dialect": "sqlite"}) for e in spider)
+        "\n".join(
+            json.dumps({"question": e.question, "sql": e.sql, "db": str(db), "dialect": "sqlite"}) for e in spider
+        )
     )
     examples = load_examples(str(data))
     assert {e.db.engine for e in examples} == {"duckdb"}

@@ -76,8 +76,12 @@ def test_vllm_gets_the_hf_prompts_and_gives_the_hf_greedy_answers(subset_sft, fa
     # Token ids, not text (vLLM would tokenize text again); the chat template's own tokenization, no extra BOS.
     tok = AutoTokenizer.from_pretrained(model_dir)
     want = [
-        tok.apply_chat_template(build_messages(ex, r.data.schema, r.data.system_prompt), tokenize=True,
-                                add_generation_prompt=True, return_dict=True)["input_ids"]
+        tok.apply_chat_template(
+            build_messages(ex, r.data.schema, r.data.system_prompt),
+            tokenize=True,
+            add_generation_prompt=True,
+            return_dict=True,
+        )["input_ids"]
         for ex in examples
     ]
     assert [p["prompt_token_ids"] for p in call["prompts"]] == want
@@ -101,8 +105,16 @@ def test_vllm_serves_a_lora_folder_as_base_plus_adapter(tiny_model_dir: Path, tm
     from nl2sql_align.stages import sft
     from tests.test_sft import _recipe as sft_recipe
 
-    adapter = sft.run(sft_recipe(tiny_model_dir, tmp_path / "lora", "lora.r=32", "lora.alpha=64",
-                                 "train.learning_rate=1e-2", "train.num_train_epochs=2"))
+    adapter = sft.run(
+        sft_recipe(
+            tiny_model_dir,
+            tmp_path / "lora",
+            "lora.r=32",
+            "lora.alpha=64",
+            "train.learning_rate=1e-2",
+            "train.num_train_epochs=2",
+        )
+    )
     examples = _examples()
     hf, _ = _answers(adapter, _recipe("eval.backend='hf'"), examples)
     base, _ = _answers(tiny_model_dir, _recipe("eval.backend='hf'"), examples)
@@ -131,12 +143,36 @@ def test_backend_choice_and_errors(tiny_model_dir: Path, tmp_path: Path, monkeyp
     monkeypatch.undo()
 
     out = tmp_path / "report"
-    p = cli("eval", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "2", "--report", str(out),
-            "--backend", "vllm", check=False)
+    p = cli(
+        "eval",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        "demo:dev",
+        "--limit",
+        "2",
+        "--report",
+        str(out),
+        "--backend",
+        "vllm",
+        check=False,
+    )
     assert p.returncode == 2 and "vLLM is not installed" in p.stderr and "Traceback" not in p.stderr
     assert not out.exists()
-    p = cli("eval", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "2", "--report", str(out),
-            "--backend", "tpu", check=False)
+    p = cli(
+        "eval",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        "demo:dev",
+        "--limit",
+        "2",
+        "--report",
+        str(out),
+        "--backend",
+        "tpu",
+        check=False,
+    )
     assert p.returncode == 2 and "eval.backend" in p.stderr and "Traceback" not in p.stderr
 
 
@@ -148,10 +184,27 @@ def test_eval_cli_records_the_backend(subset_sft, tmp_path: Path, monkeypatch):
         if backend == "vllm":
             monkeypatch.setenv("PYTHONPATH", str(FAKE))
         reports[backend] = tmp_path / backend
-        cli("eval", "--model", str(subset_sft[1]), "--data", str(subset_sft[0]), "--limit", "6", "--report",
-            str(reports[backend]), "--backend", backend, "--recipe", str(REPO / "recipes" / "tiny-sft.toml"),
-            "--set", "eval.max_new_tokens=24")
-    rows = {b: [json.loads(x)["output"] for x in (d / "per_example.jsonl").read_text().splitlines()] for b, d in reports.items()}
+        cli(
+            "eval",
+            "--model",
+            str(subset_sft[1]),
+            "--data",
+            str(subset_sft[0]),
+            "--limit",
+            "6",
+            "--report",
+            str(reports[backend]),
+            "--backend",
+            backend,
+            "--recipe",
+            str(REPO / "recipes" / "tiny-sft.toml"),
+            "--set",
+            "eval.max_new_tokens=24",
+        )
+    rows = {
+        b: [json.loads(x)["output"] for x in (d / "per_example.jsonl").read_text().splitlines()]
+        for b, d in reports.items()
+    }
     assert rows["hf"] == rows["vllm"] and len(set(rows["hf"])) >= 2
     for b, d in reports.items():
         assert json.loads((d / "summary.json").read_text())["backend"] == b

@@ -68,7 +68,12 @@ def test_grpo_trains_logs_rewards_and_survives_broken_reward_functions(tiny_mode
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [x for x in rows if "loss" in x]
     assert len(steps) == 3
-    for key in ("rewards/execution/mean", "rewards/format/mean", "rewards/raises_on_second/mean", "reward_engine/seconds"):
+    for key in (
+        "rewards/execution/mean",
+        "rewards/format/mean",
+        "rewards/raises_on_second/mean",
+        "reward_engine/seconds",
+    ):
         assert key in steps[0], key
     # The raising function was retried one completion at a time: every completion got a value (no None).
     assert all(x["rewards/raises_on_second/mean"] > 0 for x in steps)
@@ -78,7 +83,13 @@ def test_grpo_trains_logs_rewards_and_survives_broken_reward_functions(tiny_mode
     assert len(samples) == 3 * 3
     assert {"step", "prompt", "completion", "rewards", "sql", "verdict"} <= set(samples[0])
     assert set(samples[0]["rewards"]) == {"execution", "format", "raises_on_second", "hangs_once"}
-    for name in ("plots/rewards.png", "plots/reward_execution.png", "plots/loss.png", "recipe.resolved.toml", "README.md"):
+    for name in (
+        "plots/rewards.png",
+        "plots/reward_execution.png",
+        "plots/loss.png",
+        "recipe.resolved.toml",
+        "README.md",
+    ):
         assert (out / name).is_file(), name
     after = load_file(str(out / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before), "no parameter changed"
@@ -97,7 +108,10 @@ def test_grpo_lora_trains_adapters(tiny_model_dir: Path, tmp_path: Path):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["train.num_generations=3", "train.per_device_train_batch_size=8"], r"set train.per_device_train_batch_size = 9"),
+        (
+            ["train.num_generations=3", "train.per_device_train_batch_size=8"],
+            r"set train.per_device_train_batch_size = 9",
+        ),
         (["train.num_generations=1"], r"at least 2"),
         (["train.reward_weights=[1.0]"], r"set reward weights in \[reward\]"),
     ],
@@ -146,8 +160,10 @@ def test_failing_gold_stops_grpo_with_the_line(tmp_path: Path):
     demo = load_examples("demo:train", limit=1)[0]
     data = tmp_path / "bad.jsonl"
     data.write_text(
-        json.dumps({"question": "q1", "sql": "SELECT name FROM customers", "db": demo.db.path}) + "\n"
-        + json.dumps({"question": "q2", "sql": "SELECT nme FROM customers", "db": demo.db.path}) + "\n"
+        json.dumps({"question": "q1", "sql": "SELECT name FROM customers", "db": demo.db.path})
+        + "\n"
+        + json.dumps({"question": "q2", "sql": "SELECT nme FROM customers", "db": demo.db.path})
+        + "\n"
     )
     r = load_recipe(None, [f"data.train={data}"])
     with RewardEngine(timeout=2.0, workers=1) as engine, pytest.raises(DataError, match=r"bad.jsonl:2.*nme"):
@@ -184,9 +200,19 @@ def test_grpo_qlora_trains_adapters_on_a_4bit_base(tiny_model_dir: Path, tmp_pat
 
     seen = capture_trainer(monkeypatch, grpo)
     out = tmp_path / "grpo-qlora"
-    grpo.run(_recipe(tiny_model_dir, out, "train.max_steps=2", "lora.r=8", "lora.alpha=16", "quantization.bits=4",
-                     "quantization.compute_dtype=float32", "train.learning_rate=1e-2",
-                     'reward.components=[{name="tests.test_grpo.raises_on_second"}]'))
+    grpo.run(
+        _recipe(
+            tiny_model_dir,
+            out,
+            "train.max_steps=2",
+            "lora.r=8",
+            "lora.alpha=16",
+            "quantization.bits=4",
+            "quantization.compute_dtype=float32",
+            "train.learning_rate=1e-2",
+            'reward.components=[{name="tests.test_grpo.raises_on_second"}]',
+        )
+    )
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in seen["trainer"].model.modules()), "the base was not 4-bit"
     adapters = load_file(str(out / "adapter_model.safetensors"))
     lora_b = [v for k, v in adapters.items() if "lora_B" in k]

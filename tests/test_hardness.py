@@ -36,7 +36,10 @@ def official_counts(sql: dict) -> tuple[int, int, int]:
     units = frm["conds"][::2] + sql["where"][::2] + sql["having"][::2]
     connectors = frm["conds"][1::2] + sql["where"][1::2] + sql["having"][1::2]
     component1 = (
-        bool(sql["where"]) + bool(sql["groupBy"]) + bool(sql["orderBy"]) + (sql["limit"] is not None)
+        bool(sql["where"])
+        + bool(sql["groupBy"])
+        + bool(sql["orderBy"])
+        + (sql["limit"] is not None)
         + max(len(frm["table_units"]) - 1, 0)
         + connectors.count("or")
         + sum(u[1] == _LIKE for u in units)
@@ -59,8 +62,10 @@ def official_level(c1: int, c2: int, others: int) -> str:
         return "easy"
     if (others <= 2 and c1 <= 1 and c2 == 0) or (c1 <= 2 and others < 2 and c2 == 0):
         return "medium"
-    if (others > 2 and c1 <= 2 and c2 == 0) or (2 < c1 <= 3 and others <= 2 and c2 == 0) or (
-        c1 <= 1 and others == 0 and c2 <= 1
+    if (
+        (others > 2 and c1 <= 2 and c2 == 0)
+        or (2 < c1 <= 3 and others <= 2 and c2 == 0)
+        or (c1 <= 1 and others == 0 and c2 <= 1)
     ):
         return "hard"
     return "extra"
@@ -86,7 +91,9 @@ def test_every_spider_sample_gold_query_gets_the_official_level(spider_dev, dial
         got = hardness_counts(ex["query"], dialect)
         level = spider_hardness(ex["query"], dialect)
         if got != expected or level != official_level(*expected):
-            disagreements.append(f"{i} {ex['query']!r}: official {expected} {official_level(*expected)}, ours {got} {level}")
+            disagreements.append(
+                f"{i} {ex['query']!r}: official {expected} {official_level(*expected)}, ours {got} {level}"
+            )
     agreement = 1 - len(disagreements) / len(spider_dev)
     # 259 of 259, counts included: any disagreement is a bug (or a deliberate one, to be listed here).
     assert not disagreements, f"agreement {agreement:.1%}:\n" + "\n".join(disagreements)
@@ -125,7 +132,11 @@ HAND_LABELLED = [
     # ...and with a second predicate (others 1): extra
     ("SELECT name FROM singer WHERE age > (SELECT avg(age) FROM singer) AND country = 'France'", (1, 1, 1), "extra"),
     # a set operation is component2; the right operand's WHERE is not the top query's
-    ("SELECT name FROM singer WHERE country = 'France' INTERSECT SELECT name FROM singer WHERE age > 30", (1, 1, 0), "hard"),
+    (
+        "SELECT name FROM singer WHERE country = 'France' INTERSECT SELECT name FROM singer WHERE age > 30",
+        (1, 1, 0),
+        "hard",
+    ),
     # a chain of set operations counts once (the official parse nests it to the right)
     ("SELECT name FROM singer UNION SELECT name FROM stadium UNION SELECT theme FROM concert", (0, 1, 0), "hard"),
     # ORDER BY / LIMIT after a set operation belong to its last operand in the official parse, not to the top
@@ -161,7 +172,11 @@ HAND_LABELLED = [
         "extra",
     ),
     # others 3 (two aggregates, three columns, two predicates) with c1 2: hard
-    ("SELECT country , max(age) , min(age) FROM singer WHERE age > 20 AND is_male = 'T' GROUP BY country", (2, 0, 3), "hard"),
+    (
+        "SELECT country , max(age) , min(age) FROM singer WHERE age > 20 AND is_male = 'T' GROUP BY country",
+        (2, 0, 3),
+        "hard",
+    ),
     # c1 3 (WHERE, GROUP BY, ORDER BY), others 2 (aggregates in SELECT and ORDER BY, two columns): hard
     ("SELECT country , count(*) FROM singer WHERE age > 20 GROUP BY country ORDER BY count(*)", (3, 0, 2), "hard"),
     # c1 2 and others 2 fits no easy/medium/hard rule: extra (the thresholds have this gap)

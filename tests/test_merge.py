@@ -36,7 +36,9 @@ def test_merged_model_matches_the_adapter_model(tiny_model_dir: Path, tmp_path: 
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)  # plain transformers, no peft
     tok = AutoTokenizer.from_pretrained(merged_dir)
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
-    prompt = tok.apply_chat_template([{"role": "user", "content": "How many customers?"}], tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "How many customers?"}], tokenize=False, add_generation_prompt=True
+    )
 
     # Reference: the unquantized base with the adapters applied (what the merge must reproduce).
     unmerged = AutoPeftModelForCausalLM.from_pretrained(str(adapter))

@@ -17,8 +17,9 @@ def _launch(stage: str, model_dir: Path, out: Path, trace: Path, *sets: str) -> 
     for s in (f"model.name_or_path={model_dir}", f"output_dir={out}", 'data.eval=""', "train.logging_steps=1", *sets):
         args += ["--set", s]
     env = dict(os.environ, HF_HUB_OFFLINE="1", NL2SQL_ALIGN_TRACE_DIR=str(trace), OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "nl2sql_align", *args], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=900)
+    p = subprocess.run(
+        [sys.executable, "-m", "nl2sql_align", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
+    )
     assert p.returncode == 0, p.stderr[-4000:]
     return p
 
@@ -35,8 +36,16 @@ def _loss_steps(out: Path) -> list[int]:
 
 def test_sft_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
     out, trace = tmp_path / "runs" / "sft", tmp_path / "trace"
-    _launch("sft", tiny_model_dir, out, trace, "data.train_limit=32", "train.num_train_epochs=1",
-            "train.per_device_train_batch_size=4", "train.max_steps=-1")
+    _launch(
+        "sft",
+        tiny_model_dir,
+        out,
+        trace,
+        "data.train_limit=32",
+        "train.num_train_epochs=1",
+        "train.per_device_train_batch_size=4",
+        "train.max_steps=-1",
+    )
     r0, r1 = _ranks(trace)
     # 32 examples, 4 per device, 2 devices: 4 optimizer steps (one process would take 8).
     assert r0["global_step"] == r1["global_step"] == 4
@@ -50,8 +59,18 @@ def test_sft_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
 
 def test_grpo_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
     out, trace = tmp_path / "runs" / "grpo", tmp_path / "trace"
-    _launch("grpo", tiny_model_dir, out, trace, "data.train_limit=8", "train.max_steps=2", "train.num_generations=4",
-            "train.per_device_train_batch_size=4", "train.max_completion_length=16", "reward.log_completions=3")
+    _launch(
+        "grpo",
+        tiny_model_dir,
+        out,
+        trace,
+        "data.train_limit=8",
+        "train.max_steps=2",
+        "train.num_generations=4",
+        "train.per_device_train_batch_size=4",
+        "train.max_completion_length=16",
+        "reward.log_completions=3",
+    )
     r0, r1 = _ranks(trace)
     assert r0["global_step"] == r1["global_step"] == 2
     # Each rank scored its own half of every generation batch (2 ranks x 4 completions = 2 prompts x 4).
@@ -64,9 +83,20 @@ def test_grpo_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
 
 def test_ppo_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
     out, trace = tmp_path / "runs" / "ppo", tmp_path / "trace"
-    _launch("ppo", tiny_model_dir, out, trace, "data.train_limit=16", "train.max_steps=4", "train.num_ppo_epochs=2",
-            "train.per_device_train_batch_size=4", "train.num_mini_batches=1", "train.max_completion_length=16",
-            "reward.log_completions=3", 'reward.components=[{name="tests.test_ppo.length_reward"}]')
+    _launch(
+        "ppo",
+        tiny_model_dir,
+        out,
+        trace,
+        "data.train_limit=16",
+        "train.max_steps=4",
+        "train.num_ppo_epochs=2",
+        "train.per_device_train_batch_size=4",
+        "train.num_mini_batches=1",
+        "train.max_completion_length=16",
+        "reward.log_completions=3",
+        'reward.components=[{name="tests.test_ppo.length_reward"}]',
+    )
     r0, r1 = _ranks(trace)
     assert r0["global_step"] == r1["global_step"] == 4
     # A rollout takes 4 prompts per rank (8 in all) and feeds 2 optimizer steps; each rank sampled its own half.
@@ -82,9 +112,15 @@ def test_ppo_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
 def test_pipeline_step_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
     """A pipeline step with num_processes = 2 trains through `accelerate launch`, then is stamped and compared."""
     out, trace = tmp_path / "sft", tmp_path / "trace"
-    sets = [f"model.name_or_path={json.dumps(str(tiny_model_dir))}", f"output_dir={json.dumps(str(out))}",
-            "data.train_limit=32", "train.num_train_epochs=1", "train.per_device_train_batch_size=4",
-            "train.max_steps=-1", "eval.after_training=false"]
+    sets = [
+        f"model.name_or_path={json.dumps(str(tiny_model_dir))}",
+        f"output_dir={json.dumps(str(out))}",
+        "data.train_limit=32",
+        "train.num_train_epochs=1",
+        "train.per_device_train_batch_size=4",
+        "train.max_steps=-1",
+        "eval.after_training=false",
+    ]
     pipe = tmp_path / "pipe.toml"
     pipe.write_text(
         f'[compare]\ndata = "demo:dev"\nlimit = 2\nreport = {json.dumps(str(tmp_path / "report"))}\n\n'
@@ -92,8 +128,14 @@ def test_pipeline_step_on_two_processes(tiny_model_dir: Path, tmp_path: Path):
         f"num_processes = 2\nset = {json.dumps(sets)}\n"
     )
     env = dict(os.environ, HF_HUB_OFFLINE="1", NL2SQL_ALIGN_TRACE_DIR=str(trace), OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "nl2sql_align", "compare", "--recipe", str(pipe), "--set",
-                        "sft.eval.max_new_tokens=8"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    p = subprocess.run(
+        [sys.executable, "-m", "nl2sql_align", "compare", "--recipe", str(pipe), "--set", "sft.eval.max_new_tokens=8"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert p.returncode == 0, p.stderr[-4000:]
     r0, r1 = _ranks(trace)
     assert r0["global_step"] == r1["global_step"] == 4  # 32 examples / (4 per device x 2 devices)

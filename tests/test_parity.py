@@ -84,7 +84,9 @@ def executor():
 def mutation_cases(examples) -> list[dict]:
     cases = read_jsonl("parity_mutations.jsonl")
     # The fixture is about this data: every case's gold and database are those of its example.
-    stale = [c["id"] for c in cases if (examples[c["example"]].sql, examples[c["example"]].db_id) != (c["gold"], c["db_id"])]
+    stale = [
+        c["id"] for c in cases if (examples[c["example"]].sql, examples[c["example"]].db_id) != (c["gold"], c["db_id"])
+    ]
     assert not stale, f"parity_mutations.jsonl no longer matches the Spider sample (regenerate it): {stale[:10]}"
     return cases
 
@@ -116,139 +118,476 @@ Y, N = True, False
 
 HAND_WRITTEN: list[Hand] = [
     # concert_singer
-    Hand(0, "SELECT count(singer_id) FROM singer", Y, Y, Y,
-         "same one cell (6): only results are compared, never the SQL text or column names"),
-    Hand(0, "SELECT count(*) FROM concert", Y, Y, Y,
-         "wrong table, but concert also has 6 rows: execution match sees only the result"),
+    Hand(
+        0,
+        "SELECT count(singer_id) FROM singer",
+        Y,
+        Y,
+        Y,
+        "same one cell (6): only results are compared, never the SQL text or column names",
+    ),
+    Hand(
+        0,
+        "SELECT count(*) FROM concert",
+        Y,
+        Y,
+        Y,
+        "wrong table, but concert also has 6 rows: execution match sees only the result",
+    ),
     Hand(0, "SELECT count(*) FROM singer WHERE age > 30", N, N, N, "extra condition: 4 against 6"),
-    Hand(2, "SELECT name, country, age FROM singer ORDER BY age ASC", N, N, Y,
-         "the gold has ORDER BY, so test-suite compares rows in order; BIRD's sets ignore order"),
-    Hand(2, "SELECT country, name, age FROM singer ORDER BY age DESC", Y, Y, N,
-         "columns swapped: test-suite's result_eq tries column permutations; BIRD compares tuples as they are"),
-    Hand(2, "SELECT name, country, age FROM singer", N, N, Y,
-         "ORDER BY dropped: another row order while the gold has ORDER BY; same set for BIRD"),
-    Hand(2, "SELECT name, country, age FROM singer ORDER BY age DESC LIMIT 3", N, N, N,
-         "LIMIT added: 3 rows against 6, not equal even as sets"),
-    Hand(2, "SELECT name, country, age, singer_id FROM singer ORDER BY age DESC", N, N, N,
-         "extra column: 4 columns against 3"),
-    Hand(4, "SELECT max(age), min(age), avg(age) FROM singer WHERE country = 'France'", Y, Y, N,
-         "aggregates permuted: one row with its cells permuted, a column permutation (test-suite only)"),
-    Hand(4, "SELECT avg(age), min(age), max(age) FROM singer WHERE country = 'france'", N, N, N,
-         "SQLite's = is case-sensitive: a row of NULLs"),
-    Hand(4, 'SELECT avg(age), min(age), max(age) FROM singer WHERE country = "France"', Y, Y, Y,
-         "SQLite reads a double-quoted name that is no column as a string: the same query"),
-    Hand(4, "SELECT avg(age), min(age), max(age) FROM singer WHERE country = 'France' AND age > = 0", Y, Y, N,
-         "test-suite's postprocess joins '> =' before running; BIRD runs it as written: a syntax error"),
-    Hand(4, "SELECT avg(age), min(age), max(age) FROM singer WHERE country = 'France' AND YEAR(CURDATE()) > 2000",
-         Y, Y, N, "test-suite's replace_cur_year makes YEAR(CURDATE()) 2020; BIRD: SQLite has no CURDATE, an error"),
-    Hand(6, "SELECT song_name, song_release_year FROM singer ORDER BY age DESC LIMIT 1", N, N, N,
-         "direction flipped: the oldest singer's song, not the youngest's"),
-    Hand(6, "SELECT song_name, song_release_year FROM singer ORDER BY age LIMIT 2", N, N, N,
-         "LIMIT changed: 2 rows against 1"),
-    Hand(6, "SELECT song_name, song_release_year FROM singer WHERE age = (SELECT min(age) FROM singer)", Y, Y, Y,
-         "a rewrite with the same single row"),
-    Hand(8, "SELECT country FROM singer WHERE age > 20", Y, N, Y,
-         "DISTINCT dropped: by default test-suite removes DISTINCT from the gold too (6 rows each); kept, 6 "
-         "rows against 3; BIRD's sets ignore duplicates"),
-    Hand(8, "SELECT country FROM singer WHERE age > 20 GROUP BY country", N, Y, Y,
-         "GROUP BY for DISTINCT: the gold without DISTINCT has 6 rows, this 3 (multisets differ); with "
-         "keep_distinct, and as sets, the same 3 countries (no ORDER BY in the gold: order ignored)"),
-    Hand(8, "SELECT DISTINCT country FROM singer WHERE age >= 20", Y, Y, Y,
-         "boundary changed, but no singer is 20: same rows"),
-    Hand(10, "SELECT count(*), country FROM singer GROUP BY country", Y, Y, N,
-         "columns swapped: a permutation for test-suite, different tuples for BIRD"),
-    Hand(10, "SELECT country, count(DISTINCT name) FROM singer GROUP BY country", Y, Y, Y,
-         "names are unique, so the counts agree (with or without the DISTINCT)"),
+    Hand(
+        2,
+        "SELECT name, country, age FROM singer ORDER BY age ASC",
+        N,
+        N,
+        Y,
+        "the gold has ORDER BY, so test-suite compares rows in order; BIRD's sets ignore order",
+    ),
+    Hand(
+        2,
+        "SELECT country, name, age FROM singer ORDER BY age DESC",
+        Y,
+        Y,
+        N,
+        "columns swapped: test-suite's result_eq tries column permutations; BIRD compares tuples as they are",
+    ),
+    Hand(
+        2,
+        "SELECT name, country, age FROM singer",
+        N,
+        N,
+        Y,
+        "ORDER BY dropped: another row order while the gold has ORDER BY; same set for BIRD",
+    ),
+    Hand(
+        2,
+        "SELECT name, country, age FROM singer ORDER BY age DESC LIMIT 3",
+        N,
+        N,
+        N,
+        "LIMIT added: 3 rows against 6, not equal even as sets",
+    ),
+    Hand(
+        2,
+        "SELECT name, country, age, singer_id FROM singer ORDER BY age DESC",
+        N,
+        N,
+        N,
+        "extra column: 4 columns against 3",
+    ),
+    Hand(
+        4,
+        "SELECT max(age), min(age), avg(age) FROM singer WHERE country = 'France'",
+        Y,
+        Y,
+        N,
+        "aggregates permuted: one row with its cells permuted, a column permutation (test-suite only)",
+    ),
+    Hand(
+        4,
+        "SELECT avg(age), min(age), max(age) FROM singer WHERE country = 'france'",
+        N,
+        N,
+        N,
+        "SQLite's = is case-sensitive: a row of NULLs",
+    ),
+    Hand(
+        4,
+        'SELECT avg(age), min(age), max(age) FROM singer WHERE country = "France"',
+        Y,
+        Y,
+        Y,
+        "SQLite reads a double-quoted name that is no column as a string: the same query",
+    ),
+    Hand(
+        4,
+        "SELECT avg(age), min(age), max(age) FROM singer WHERE country = 'France' AND age > = 0",
+        Y,
+        Y,
+        N,
+        "test-suite's postprocess joins '> =' before running; BIRD runs it as written: a syntax error",
+    ),
+    Hand(
+        4,
+        "SELECT avg(age), min(age), max(age) FROM singer WHERE country = 'France' AND YEAR(CURDATE()) > 2000",
+        Y,
+        Y,
+        N,
+        "test-suite's replace_cur_year makes YEAR(CURDATE()) 2020; BIRD: SQLite has no CURDATE, an error",
+    ),
+    Hand(
+        6,
+        "SELECT song_name, song_release_year FROM singer ORDER BY age DESC LIMIT 1",
+        N,
+        N,
+        N,
+        "direction flipped: the oldest singer's song, not the youngest's",
+    ),
+    Hand(
+        6,
+        "SELECT song_name, song_release_year FROM singer ORDER BY age LIMIT 2",
+        N,
+        N,
+        N,
+        "LIMIT changed: 2 rows against 1",
+    ),
+    Hand(
+        6,
+        "SELECT song_name, song_release_year FROM singer WHERE age = (SELECT min(age) FROM singer)",
+        Y,
+        Y,
+        Y,
+        "a rewrite with the same single row",
+    ),
+    Hand(
+        8,
+        "SELECT country FROM singer WHERE age > 20",
+        Y,
+        N,
+        Y,
+        "DISTINCT dropped: by default test-suite removes DISTINCT from the gold too (6 rows each); kept, 6 "
+        "rows against 3; BIRD's sets ignore duplicates",
+    ),
+    Hand(
+        8,
+        "SELECT country FROM singer WHERE age > 20 GROUP BY country",
+        N,
+        Y,
+        Y,
+        "GROUP BY for DISTINCT: the gold without DISTINCT has 6 rows, this 3 (multisets differ); with "
+        "keep_distinct, and as sets, the same 3 countries (no ORDER BY in the gold: order ignored)",
+    ),
+    Hand(
+        8,
+        "SELECT DISTINCT country FROM singer WHERE age >= 20",
+        Y,
+        Y,
+        Y,
+        "boundary changed, but no singer is 20: same rows",
+    ),
+    Hand(
+        10,
+        "SELECT count(*), country FROM singer GROUP BY country",
+        Y,
+        Y,
+        N,
+        "columns swapped: a permutation for test-suite, different tuples for BIRD",
+    ),
+    Hand(
+        10,
+        "SELECT country, count(DISTINCT name) FROM singer GROUP BY country",
+        Y,
+        Y,
+        Y,
+        "names are unique, so the counts agree (with or without the DISTINCT)",
+    ),
     Hand(10, "SELECT country, sum(age) FROM singer GROUP BY country", N, N, N, "aggregate changed: other values"),
-    Hand(14, "SELECT location, name FROM stadium WHERE capacity >= 5000 AND capacity <= 10000", Y, Y, Y,
-         "BETWEEN rewritten; no stadium is in range: two empty results are equal"),
-    Hand(14, "SELECT location, name FROM stadium WHERE capacity > 5000 AND capacity < 10000", Y, Y, Y,
-         "bounds exclusive, still empty against empty: equal"),
-    Hand(20, "SELECT count(*) FROM concert WHERE year IN (2014, 2015)", Y, Y, Y,
-         "year is a text column; SQLite's affinity converts 2014 to '2014' in the comparison: same count"),
+    Hand(
+        14,
+        "SELECT location, name FROM stadium WHERE capacity >= 5000 AND capacity <= 10000",
+        Y,
+        Y,
+        Y,
+        "BETWEEN rewritten; no stadium is in range: two empty results are equal",
+    ),
+    Hand(
+        14,
+        "SELECT location, name FROM stadium WHERE capacity > 5000 AND capacity < 10000",
+        Y,
+        Y,
+        Y,
+        "bounds exclusive, still empty against empty: equal",
+    ),
+    Hand(
+        20,
+        "SELECT count(*) FROM concert WHERE year IN (2014, 2015)",
+        Y,
+        Y,
+        Y,
+        "year is a text column; SQLite's affinity converts 2014 to '2014' in the comparison: same count",
+    ),
     Hand(20, "SELECT count(*) FROM concert WHERE year IN ('2014', '2015')", Y, Y, Y, "same count"),
     Hand(20, "SELECT count(*) FROM concert WHERE year = 2014 AND year = 2015", N, N, N, "OR -> AND: 0 against 6"),
-    Hand(22, "SELECT T2.name, count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id GROUP BY T2.name",
-         Y, Y, Y, "same 5 rows in another order; the gold has no ORDER BY, so order is ignored"),
-    Hand(22, "SELECT T2.name, count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.concert_id = T2.stadium_id GROUP BY T2.stadium_id",
-         N, N, N, "wrong join: 6 rows against 5"),
-    Hand(28, "SELECT name FROM stadium WHERE stadium_id IN (SELECT stadium_id FROM concert)", N, N, N,
-         "NOT IN -> IN: the other stadiums"),
-    Hand(28, "SELECT name FROM stadium EXCEPT SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id",
-         Y, Y, Y, "same 4 names, sorted by EXCEPT; no ORDER BY in the gold"),
-    Hand(30, "SELECT country FROM singer WHERE age > 40 UNION SELECT country FROM singer WHERE age < 30", N, N, N,
-         "UNION for INTERSECT: 2 rows against 1"),
-    Hand(43, "select count(*) from concert where stadium_id = (select stadium_id from stadium order by capacity asc limit 1)",
-         Y, Y, Y, "wrong stadium, but no concert is at either: 0 = 0"),
-    Hand(43, "SELECT count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id WHERE T2.capacity = (SELECT max(capacity) FROM stadium)",
-         Y, Y, Y, "a rewrite, 0 = 0"),
+    Hand(
+        22,
+        "SELECT T2.name, count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id GROUP BY T2.name",
+        Y,
+        Y,
+        Y,
+        "same 5 rows in another order; the gold has no ORDER BY, so order is ignored",
+    ),
+    Hand(
+        22,
+        "SELECT T2.name, count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.concert_id = T2.stadium_id GROUP BY T2.stadium_id",
+        N,
+        N,
+        N,
+        "wrong join: 6 rows against 5",
+    ),
+    Hand(
+        28,
+        "SELECT name FROM stadium WHERE stadium_id IN (SELECT stadium_id FROM concert)",
+        N,
+        N,
+        N,
+        "NOT IN -> IN: the other stadiums",
+    ),
+    Hand(
+        28,
+        "SELECT name FROM stadium EXCEPT SELECT T2.name FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id",
+        Y,
+        Y,
+        Y,
+        "same 4 names, sorted by EXCEPT; no ORDER BY in the gold",
+    ),
+    Hand(
+        30,
+        "SELECT country FROM singer WHERE age > 40 UNION SELECT country FROM singer WHERE age < 30",
+        N,
+        N,
+        N,
+        "UNION for INTERSECT: 2 rows against 1",
+    ),
+    Hand(
+        43,
+        "select count(*) from concert where stadium_id = (select stadium_id from stadium order by capacity asc limit 1)",
+        Y,
+        Y,
+        Y,
+        "wrong stadium, but no concert is at either: 0 = 0",
+    ),
+    Hand(
+        43,
+        "SELECT count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id WHERE T2.capacity = (SELECT max(capacity) FROM stadium)",
+        Y,
+        Y,
+        Y,
+        "a rewrite, 0 = 0",
+    ),
     Hand(0, "SELECT nope FROM singer", N, N, N, "an execution error is wrong in every setting"),
     # pets_1
     Hand(45, "SELECT count(*) FROM pets WHERE weight > 10.0", Y, Y, Y, "same count"),
-    Hand(45, "SELECT count(*) FROM pets WHERE NOT weight < = 10", Y, Y, N,
-         "'< =' split: joined by test-suite's postprocess (same count); BIRD runs it as written: a syntax error"),
+    Hand(
+        45,
+        "SELECT count(*) FROM pets WHERE NOT weight < = 10",
+        Y,
+        Y,
+        N,
+        "'< =' split: joined by test-suite's postprocess (same count); BIRD runs it as written: a syntax error",
+    ),
     Hand(45, "SELECT count(*) FROM pets WHERE weight < 10", N, N, N, "1 against 2"),
-    Hand(49, "SELECT petType, max(weight) FROM pets GROUP BY petType", Y, Y, N,
-         "columns swapped: a permutation for test-suite, different tuples for BIRD"),
+    Hand(
+        49,
+        "SELECT petType, max(weight) FROM pets GROUP BY petType",
+        Y,
+        Y,
+        N,
+        "columns swapped: a permutation for test-suite, different tuples for BIRD",
+    ),
     Hand(49, "SELECT min(weight), petType FROM pets GROUP BY petType", N, N, N, "aggregate changed"),
-    Hand(55, "SELECT count(pettype) FROM pets", Y, N, N,
-         "the gold's count(DISTINCT pettype) loses its DISTINCT by default (3 = 3); kept, and in BIRD, 2 against 3"),
-    Hand(55, "SELECT count(*) FROM (SELECT DISTINCT pettype FROM pets)", Y, Y, Y,
-         "kept: 2 = 2; removed from both: 3 = 3"),
-    Hand(57, "SELECT T1.Fname FROM student AS T1 JOIN has_pet AS T2 ON T1.stuid = T2.stuid JOIN pets AS T3 ON T3.petid = T2.petid WHERE T3.pettype = 'cat' OR T3.pettype = 'dog'",
-         Y, N, Y, "DISTINCT dropped: a duplicate that counts only when DISTINCT is kept (3 rows against 2)"),
-    Hand(79, "SELECT T1.stuid, count(*) FROM student AS T1 JOIN has_pet AS T2 ON T1.stuid = T2.stuid GROUP BY T1.stuid",
-         Y, Y, N, "columns swapped: a permutation for test-suite, different tuples for BIRD"),
-    Hand(85, "select avg(age) from student where stuid in (select stuid from has_pet)", N, N, N,
-         "NOT IN -> IN: another average"),
-    Hand(85, "SELECT avg(age) FROM student WHERE NOT EXISTS (SELECT 1 FROM has_pet WHERE has_pet.stuid = student.stuid)",
-         Y, Y, Y, "a rewrite with the same value"),
+    Hand(
+        55,
+        "SELECT count(pettype) FROM pets",
+        Y,
+        N,
+        N,
+        "the gold's count(DISTINCT pettype) loses its DISTINCT by default (3 = 3); kept, and in BIRD, 2 against 3",
+    ),
+    Hand(
+        55, "SELECT count(*) FROM (SELECT DISTINCT pettype FROM pets)", Y, Y, Y, "kept: 2 = 2; removed from both: 3 = 3"
+    ),
+    Hand(
+        57,
+        "SELECT T1.Fname FROM student AS T1 JOIN has_pet AS T2 ON T1.stuid = T2.stuid JOIN pets AS T3 ON T3.petid = T2.petid WHERE T3.pettype = 'cat' OR T3.pettype = 'dog'",
+        Y,
+        N,
+        Y,
+        "DISTINCT dropped: a duplicate that counts only when DISTINCT is kept (3 rows against 2)",
+    ),
+    Hand(
+        79,
+        "SELECT T1.stuid, count(*) FROM student AS T1 JOIN has_pet AS T2 ON T1.stuid = T2.stuid GROUP BY T1.stuid",
+        Y,
+        Y,
+        N,
+        "columns swapped: a permutation for test-suite, different tuples for BIRD",
+    ),
+    Hand(
+        85,
+        "select avg(age) from student where stuid in (select stuid from has_pet)",
+        N,
+        N,
+        N,
+        "NOT IN -> IN: another average",
+    ),
+    Hand(
+        85,
+        "SELECT avg(age) FROM student WHERE NOT EXISTS (SELECT 1 FROM has_pet WHERE has_pet.stuid = student.stuid)",
+        Y,
+        Y,
+        Y,
+        "a rewrite with the same value",
+    ),
     # car_1
     Hand(87, "SELECT count(*) FROM CONTINENTS", Y, Y, Y, "no trailing semicolon: the same result"),
     Hand(87, "SELECT count(*) FROM countries", N, N, N, "wrong table: 15 against 5"),
-    Hand(95, "SELECT T1.Model FROM CAR_NAMES AS T1 JOIN CARS_DATA AS T2 ON T1.MakeId = T2.Id ORDER BY CAST(T2.horsepower AS INTEGER) ASC LIMIT 1",
-         N, N, N, "horsepower is stored as text: the gold sorts strings, the cast numbers (another model)"),
-    Hand(95, "SELECT T1.Model FROM CAR_NAMES AS T1 JOIN CARS_DATA AS T2 ON T1.MakeId = T2.Id ORDER BY T2.horsepower DESC LIMIT 1",
-         N, N, N, "direction flipped: another model"),
-    Hand(101, "SELECT T1.Year, T2.Make FROM CARS_DATA AS T1 JOIN CAR_NAMES AS T2 ON T1.Id = T2.MakeId WHERE T1.Year = (SELECT min(YEAR) FROM CARS_DATA)",
-         Y, Y, N, "columns swapped (35 rows): a permutation for test-suite, different tuples for BIRD"),
+    Hand(
+        95,
+        "SELECT T1.Model FROM CAR_NAMES AS T1 JOIN CARS_DATA AS T2 ON T1.MakeId = T2.Id ORDER BY CAST(T2.horsepower AS INTEGER) ASC LIMIT 1",
+        N,
+        N,
+        N,
+        "horsepower is stored as text: the gold sorts strings, the cast numbers (another model)",
+    ),
+    Hand(
+        95,
+        "SELECT T1.Model FROM CAR_NAMES AS T1 JOIN CARS_DATA AS T2 ON T1.MakeId = T2.Id ORDER BY T2.horsepower DESC LIMIT 1",
+        N,
+        N,
+        N,
+        "direction flipped: another model",
+    ),
+    Hand(
+        101,
+        "SELECT T1.Year, T2.Make FROM CARS_DATA AS T1 JOIN CAR_NAMES AS T2 ON T1.Id = T2.MakeId WHERE T1.Year = (SELECT min(YEAR) FROM CARS_DATA)",
+        Y,
+        Y,
+        N,
+        "columns swapped (35 rows): a permutation for test-suite, different tuples for BIRD",
+    ),
     Hand(117, "SELECT sum(mpg) / count(mpg) FROM CARS_DATA WHERE Cylinders = 4", Y, Y, Y, "the same float"),
     Hand(117, "SELECT avg(mpg) FROM CARS_DATA WHERE Cylinders = 6", N, N, N, "literal changed: another value"),
-    Hand(121, "SELECT Model, Maker FROM MODEL_LIST", Y, Y, N,
-         "columns swapped: a permutation for test-suite, different tuples for BIRD"),
-    Hand(121, "SELECT Maker, Model FROM MODEL_LIST ORDER BY Model", Y, Y, Y,
-         "order matters only when the gold has ORDER BY; a prediction's own ORDER BY does not count"),
-    Hand(153, "select year from cars_data where weight between 3000 and 4000", Y, N, Y,
-         "DISTINCT dropped: 107 rows against 13 unless DISTINCT is removed from the gold too; equal as sets"),
-    Hand(161, "select count(*) from countries as t1 join car_makers as t2 on t1.countryid = t2.country group by t1.countryid having count(*) >= 2",
-         N, N, N, "boundary changed: 6 rows against 4"),
-    Hand(173, "SELECT CountryName FROM countries WHERE countryId NOT IN (SELECT Country FROM CAR_MAKERS)", Y, Y, Y,
-         "same 7 countries in another order; no ORDER BY in the gold"),
-    Hand(173, "SELECT CountryName FROM countries WHERE countryId NOT IN (SELECT CAST(Country AS INTEGER) FROM CAR_MAKERS)",
-         Y, Y, Y, "same 7 countries"),
+    Hand(
+        121,
+        "SELECT Model, Maker FROM MODEL_LIST",
+        Y,
+        Y,
+        N,
+        "columns swapped: a permutation for test-suite, different tuples for BIRD",
+    ),
+    Hand(
+        121,
+        "SELECT Maker, Model FROM MODEL_LIST ORDER BY Model",
+        Y,
+        Y,
+        Y,
+        "order matters only when the gold has ORDER BY; a prediction's own ORDER BY does not count",
+    ),
+    Hand(
+        153,
+        "select year from cars_data where weight between 3000 and 4000",
+        Y,
+        N,
+        Y,
+        "DISTINCT dropped: 107 rows against 13 unless DISTINCT is removed from the gold too; equal as sets",
+    ),
+    Hand(
+        161,
+        "select count(*) from countries as t1 join car_makers as t2 on t1.countryid = t2.country group by t1.countryid having count(*) >= 2",
+        N,
+        N,
+        N,
+        "boundary changed: 6 rows against 4",
+    ),
+    Hand(
+        173,
+        "SELECT CountryName FROM countries WHERE countryId NOT IN (SELECT Country FROM CAR_MAKERS)",
+        Y,
+        Y,
+        Y,
+        "same 7 countries in another order; no ORDER BY in the gold",
+    ),
+    Hand(
+        173,
+        "SELECT CountryName FROM countries WHERE countryId NOT IN (SELECT CAST(Country AS INTEGER) FROM CAR_MAKERS)",
+        Y,
+        Y,
+        Y,
+        "same 7 countries",
+    ),
     # flight_2 (airport codes are stored with a leading space, so many gold results are empty)
-    Hand(179, "SELECT Country FROM AIRLINES WHERE Airline = 'JetBlue Airways'", Y, Y, Y,
-         "single quotes for the gold's double quotes: the same string in SQLite"),
+    Hand(
+        179,
+        "SELECT Country FROM AIRLINES WHERE Airline = 'JetBlue Airways'",
+        Y,
+        Y,
+        Y,
+        "single quotes for the gold's double quotes: the same string in SQLite",
+    ),
     Hand(179, "SELECT Country FROM AIRLINES WHERE Airline LIKE 'JetBlue%'", Y, Y, Y, "the same one row"),
-    Hand(179, "SELECT Country FROM AIRLINES WHERE Airline = 'Jetblue Airways'", N, N, N,
-         "case differs: = is case-sensitive, nothing against one row"),
-    Hand(187, "SELECT count(DISTINCT Airline) FROM AIRLINES", Y, Y, Y,
-         "airline names are unique: the same count, DISTINCT removed or kept"),
-    Hand(203, "SELECT count(*) FROM FLIGHTS WHERE SourceAirport = ' APG'", N, N, N,
-         "the stored value, not the gold's: the gold counts 0 ('APG' never matches), this 11"),
-    Hand(221, "SELECT T1.City FROM AIRPORTS AS T1 JOIN FLIGHTS AS T2 ON T1.AirportCode = T2.DestAirport GROUP BY T1.City ORDER BY count(*) DESC LIMIT 3",
-         Y, Y, Y, "the join matches nothing (leading spaces): empty against empty is equal, whatever the LIMIT"),
-    Hand(221, "SELECT T1.City FROM AIRPORTS AS T1 JOIN FLIGHTS AS T2 ON T1.AirportCode = T2.DestAirport GROUP BY T1.City ORDER BY count(*) ASC LIMIT 1",
-         Y, Y, Y, "empty against empty, whatever the order"),
-    Hand(245, "SELECT DISTINCT T1.FlightNo FROM FLIGHTS AS T1 JOIN AIRLINES AS T2 ON T2.uid = T1.Airline WHERE T2.Airline = 'United Airlines'",
-         Y, Y, Y, "flight numbers are unique: the same 100 rows, DISTINCT removed or kept"),
-    Hand(245, "SELECT T1.FlightNo FROM FLIGHTS AS T1 JOIN AIRLINES AS T2 ON T2.uid = T1.Airline WHERE T2.Airline = 'United Airlines' ORDER BY T1.FlightNo DESC",
-         Y, Y, Y, "the gold has no ORDER BY: row order is not compared"),
-    Hand(247, "SELECT FlightNo FROM FLIGHTS WHERE SourceAirport = 'XYZ'", Y, Y, Y,
-         "an empty result against the gold's empty one: two empty results are equal"),
+    Hand(
+        179,
+        "SELECT Country FROM AIRLINES WHERE Airline = 'Jetblue Airways'",
+        N,
+        N,
+        N,
+        "case differs: = is case-sensitive, nothing against one row",
+    ),
+    Hand(
+        187,
+        "SELECT count(DISTINCT Airline) FROM AIRLINES",
+        Y,
+        Y,
+        Y,
+        "airline names are unique: the same count, DISTINCT removed or kept",
+    ),
+    Hand(
+        203,
+        "SELECT count(*) FROM FLIGHTS WHERE SourceAirport = ' APG'",
+        N,
+        N,
+        N,
+        "the stored value, not the gold's: the gold counts 0 ('APG' never matches), this 11",
+    ),
+    Hand(
+        221,
+        "SELECT T1.City FROM AIRPORTS AS T1 JOIN FLIGHTS AS T2 ON T1.AirportCode = T2.DestAirport GROUP BY T1.City ORDER BY count(*) DESC LIMIT 3",
+        Y,
+        Y,
+        Y,
+        "the join matches nothing (leading spaces): empty against empty is equal, whatever the LIMIT",
+    ),
+    Hand(
+        221,
+        "SELECT T1.City FROM AIRPORTS AS T1 JOIN FLIGHTS AS T2 ON T1.AirportCode = T2.DestAirport GROUP BY T1.City ORDER BY count(*) ASC LIMIT 1",
+        Y,
+        Y,
+        Y,
+        "empty against empty, whatever the order",
+    ),
+    Hand(
+        245,
+        "SELECT DISTINCT T1.FlightNo FROM FLIGHTS AS T1 JOIN AIRLINES AS T2 ON T2.uid = T1.Airline WHERE T2.Airline = 'United Airlines'",
+        Y,
+        Y,
+        Y,
+        "flight numbers are unique: the same 100 rows, DISTINCT removed or kept",
+    ),
+    Hand(
+        245,
+        "SELECT T1.FlightNo FROM FLIGHTS AS T1 JOIN AIRLINES AS T2 ON T2.uid = T1.Airline WHERE T2.Airline = 'United Airlines' ORDER BY T1.FlightNo DESC",
+        Y,
+        Y,
+        Y,
+        "the gold has no ORDER BY: row order is not compared",
+    ),
+    Hand(
+        247,
+        "SELECT FlightNo FROM FLIGHTS WHERE SourceAirport = 'XYZ'",
+        Y,
+        Y,
+        Y,
+        "an empty result against the gold's empty one: two empty results are equal",
+    ),
     Hand(247, "SELECT FlightNo FROM FLIGHTS WHERE SourceAirport = ' APG'", N, N, N, "11 rows against none"),
-    Hand(257, "SELECT AirportName FROM Airports WHERE AirportCode NOT IN (SELECT SourceAirport FROM Flights)", Y, Y, Y,
-         "no code in FLIGHTS matches (leading spaces), so both keep all 100 airports"),
+    Hand(
+        257,
+        "SELECT AirportName FROM Airports WHERE AirportCode NOT IN (SELECT SourceAirport FROM Flights)",
+        Y,
+        Y,
+        Y,
+        "no code in FLIGHTS matches (leading spaces), so both keep all 100 airports",
+    ),
 ]
 
 # Left out on purpose, because the official code behaves in a way we chose not to copy (README, "Evaluation"):
@@ -267,13 +606,19 @@ HAND_WRITTEN: list[Hand] = [
 TRICKY_DISTINCT: list[tuple[str, str]] = [
     ("SELECT count(DISTINCT(name)) FROM singer", "SELECT count((name)) FROM singer"),
     # The keyword goes, with the space on each side left; the string and the comment keep theirs.
-    ("select Distinct name FROM singer WHERE name = 'distinct' -- distinct",
-     "select  name FROM singer WHERE name = 'distinct' -- distinct"),
+    (
+        "select Distinct name FROM singer WHERE name = 'distinct' -- distinct",
+        "select  name FROM singer WHERE name = 'distinct' -- distinct",
+    ),
     # Quoted identifiers and comments are single tokens: nothing is removed.
-    ('SELECT "distinct", `distinct`, [distinct] FROM t /* DISTINCT */',
-     'SELECT "distinct", `distinct`, [distinct] FROM t /* DISTINCT */'),
-    ("SELECT name FROM singer WHERE age > = 30 AND age < = 40 AND age ! = 35",
-     "SELECT name FROM singer WHERE age >= 30 AND age <= 40 AND age != 35"),
+    (
+        'SELECT "distinct", `distinct`, [distinct] FROM t /* DISTINCT */',
+        'SELECT "distinct", `distinct`, [distinct] FROM t /* DISTINCT */',
+    ),
+    (
+        "SELECT name FROM singer WHERE age > = 30 AND age < = 40 AND age ! = 35",
+        "SELECT name FROM singer WHERE age >= 30 AND age <= 40 AND age != 35",
+    ),
 ]
 
 
@@ -305,8 +650,12 @@ def check_parity(cases: list[tuple[str, object, str, dict[str, bool]]], executor
 
 def test_hand_written_predictions_agree_with_the_official_evaluators(examples, executor):
     cases = [
-        (f"HAND_WRITTEN {h.example} ({h.why})", examples[h.example], h.pred,
-         {"spider": h.spider, "spider_keep_distinct": h.keep, "bird": h.bird})
+        (
+            f"HAND_WRITTEN {h.example} ({h.why})",
+            examples[h.example],
+            h.pred,
+            {"spider": h.spider, "spider_keep_distinct": h.keep, "bird": h.bird},
+        )
         for h in HAND_WRITTEN
     ]
     assert len(cases) >= 40 and len({ex.db_id for _, ex, _, _ in cases}) == 4
@@ -339,8 +688,11 @@ def test_remove_distinct_matches_the_official_on_every_gold(examples):
     assert [(g["example"], g["sql"]) for g in golds] == [(i, ex.sql) for i, ex in enumerate(examples)]
     cases = [(g["sql"], g["scored"]) for g in golds] + TRICKY_DISTINCT
     assert any(sql != scored for sql, scored in cases)
-    wrong = [(sql, expected, mine) for sql, expected in cases
-             if (mine := as_scored(sql, metric="spider", dialect="sqlite")) != expected]
+    wrong = [
+        (sql, expected, mine)
+        for sql, expected in cases
+        if (mine := as_scored(sql, metric="spider", dialect="sqlite")) != expected
+    ]
     assert not wrong, "\n".join(f"{sql!r}\n  official: {e!r}\n  ours:     {m!r}" for sql, e, m in wrong)
 
 
@@ -359,15 +711,27 @@ def _per_example(report: Path) -> list[bool]:
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
-def test_eval_command_on_a_spider_text_file_agrees_example_by_example(examples, mutation_cases, tmp_path: Path, setting):
+def test_eval_command_on_a_spider_text_file_agrees_example_by_example(
+    examples, mutation_cases, tmp_path: Path, setting
+):
     # One prediction per example (a different kind of mutation for each), written in Spider's text format.
     groups = by_example(mutation_cases)
     picked = [groups[i][i % len(groups[i])] for i in range(len(examples))]
     pred_file = tmp_path / "pred.sql"
     write_predictions(pred_file, [c["pred"] for c in picked], [ex.db_id for ex in examples])
     metric, keep = SETTINGS[setting]
-    _cli("eval", "--data", f"spider:{SPIDER}", "--predictions", str(pred_file), "--report", str(tmp_path / "r"),
-         "--metric", metric, *(["--keep-distinct"] if keep else []))
+    _cli(
+        "eval",
+        "--data",
+        f"spider:{SPIDER}",
+        "--predictions",
+        str(pred_file),
+        "--report",
+        str(tmp_path / "r"),
+        "--metric",
+        metric,
+        *(["--keep-distinct"] if keep else []),
+    )
     official = [c[setting] for c in picked]
     assert _per_example(tmp_path / "r") == official
     assert 0 < sum(official) < len(official)
@@ -394,8 +758,17 @@ def _bird_eval(root: Path, preds: list[str], tmp_path: Path) -> list[bool]:
     records = json.loads((root / "dev.json").read_text())
     pred_file = tmp_path / "pred" / "predict_dev.json"
     write_predictions(pred_file, preds, [r["db_id"] for r in records])
-    _cli("eval", "--data", f"bird:{root}", "--predictions", str(pred_file), "--metric", "bird",
-         "--report", str(tmp_path / "r"))
+    _cli(
+        "eval",
+        "--data",
+        f"bird:{root}",
+        "--predictions",
+        str(pred_file),
+        "--metric",
+        "bird",
+        "--report",
+        str(tmp_path / "r"),
+    )
     return _per_example(tmp_path / "r")
 
 
@@ -405,8 +778,14 @@ def test_bird_layout_on_spider_databases_agrees_with_bird_evaluation(examples, m
     picked = [i for i, ex in enumerate(examples) if ex.db_id in ("concert_singer", "pets_1")][::4]
     cases = [groups[i][j % 5] for j, i in enumerate(picked)]
     records = [
-        {"question_id": j, "db_id": examples[i].db_id, "question": examples[i].question, "evidence": "",
-         "SQL": examples[i].sql, "difficulty": "simple"}
+        {
+            "question_id": j,
+            "db_id": examples[i].db_id,
+            "question": examples[i].question,
+            "evidence": "",
+            "SQL": examples[i].sql,
+            "difficulty": "simple",
+        }
         for j, i in enumerate(picked)
     ]
     root = tmp_path / "bird"
@@ -421,9 +800,15 @@ def _database_from_schema(entry: dict, path: Path, rows_per_table: int = 4) -> N
     conn = sqlite3.connect(path)
     tables = entry["table_names_original"]
     for t, table in enumerate(tables):
-        cols = [(c, ty) for (ti, c), ty in zip(entry["column_names_original"], entry["column_types"], strict=True) if ti == t]
+        cols = [
+            (c, ty)
+            for (ti, c), ty in zip(entry["column_names_original"], entry["column_types"], strict=True)
+            if ti == t
+        ]
         sql_types = {"integer": "INTEGER", "real": "REAL", "number": "REAL", "date": "DATE", "datetime": "DATETIME"}
-        conn.execute(f'CREATE TABLE "{table}" (' + ", ".join(f'"{c}" {sql_types.get(ty, "TEXT")}' for c, ty in cols) + ")")
+        conn.execute(
+            f'CREATE TABLE "{table}" (' + ", ".join(f'"{c}" {sql_types.get(ty, "TEXT")}' for c, ty in cols) + ")"
+        )
         for i in range(1, rows_per_table + 1):
             values = [i if ty == "integer" else i + 0.5 if ty in ("real", "number") else f"{c} {i}" for c, ty in cols]
             conn.execute(f'INSERT INTO "{table}" VALUES ({", ".join("?" * len(cols))})', values)
@@ -454,8 +839,11 @@ def test_bird_sample_predictions_agree_with_bird_evaluation(tmp_path: Path):
     ], "parity_bird_sample.jsonl no longer matches the BIRD sample (regenerate it)"
     official = [c["bird"] for c in cases]
     mine = _bird_eval(root, [c["pred"] for c in cases], tmp_path)
-    wrong = [f"{c['question_id']}: pred {c['pred']!r} official={c['bird']} ours={m}"
-             for c, m in zip(cases, mine, strict=True) if c["bird"] != m]
+    wrong = [
+        f"{c['question_id']}: pred {c['pred']!r} official={c['bird']} ours={m}"
+        for c, m in zip(cases, mine, strict=True)
+        if c["bird"] != m
+    ]
     assert not wrong, "\n".join(wrong)
     assert any(official) and not all(official)
 

@@ -18,7 +18,7 @@ RECIPES = REPO / "recipes"
 
 def _write(tmp: Path, steps: list[dict], head: str = "") -> Path:
     """A pipeline file; each step dict becomes one [[steps]] table."""
-    lines = [head, '[compare]', 'data = "demo:dev"', f'report = "{tmp / "report"}"', "limit = 4", ""]
+    lines = [head, "[compare]", 'data = "demo:dev"', f'report = "{tmp / "report"}"', "limit = 4", ""]
     for s in steps:
         lines.append("[[steps]]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in s.items()]
@@ -31,16 +31,43 @@ def _write(tmp: Path, steps: list[dict], head: str = "") -> Path:
 def _demo_like(tmp: Path, model: Path | str = "out/tiny-model") -> list[dict]:
     """sft -> pairs -> dpo, on the shipped tiny recipes, sized for the micro model and seconds of CPU."""
     return [
-        {"name": "sft", "command": "sft", "recipe": str(RECIPES / "tiny-sft.toml"), "set": [
-            f"model.name_or_path={json.dumps(str(model))}", f"output_dir={json.dumps(str(tmp / 'sft'))}",
-            "data.train_limit=16", "train.max_steps=2", "train.logging_steps=1"]},
-        {"name": "pairs", "command": "pairs", "recipe": str(RECIPES / "tiny-dpo.toml"), "set": [
-            f"model.name_or_path={json.dumps(str(tmp / 'sft'))}", f"pairs.output={json.dumps(str(tmp / 'pairs'))}",
-            "pairs.max_questions=12", "pairs.samples=2", "pairs.max_new_tokens=16"]},
-        {"name": "dpo", "command": "dpo", "recipe": str(RECIPES / "tiny-dpo.toml"), "set": [
-            f"model.name_or_path={json.dumps(str(tmp / 'sft'))}", f"output_dir={json.dumps(str(tmp / 'dpo'))}",
-            f"data.train={json.dumps(str(tmp / 'pairs' / 'pairs.jsonl'))}", "train.max_steps=2",
-            "train.logging_steps=1", "data.holdout=0.2"]},
+        {
+            "name": "sft",
+            "command": "sft",
+            "recipe": str(RECIPES / "tiny-sft.toml"),
+            "set": [
+                f"model.name_or_path={json.dumps(str(model))}",
+                f"output_dir={json.dumps(str(tmp / 'sft'))}",
+                "data.train_limit=16",
+                "train.max_steps=2",
+                "train.logging_steps=1",
+            ],
+        },
+        {
+            "name": "pairs",
+            "command": "pairs",
+            "recipe": str(RECIPES / "tiny-dpo.toml"),
+            "set": [
+                f"model.name_or_path={json.dumps(str(tmp / 'sft'))}",
+                f"pairs.output={json.dumps(str(tmp / 'pairs'))}",
+                "pairs.max_questions=12",
+                "pairs.samples=2",
+                "pairs.max_new_tokens=16",
+            ],
+        },
+        {
+            "name": "dpo",
+            "command": "dpo",
+            "recipe": str(RECIPES / "tiny-dpo.toml"),
+            "set": [
+                f"model.name_or_path={json.dumps(str(tmp / 'sft'))}",
+                f"output_dir={json.dumps(str(tmp / 'dpo'))}",
+                f"data.train={json.dumps(str(tmp / 'pairs' / 'pairs.jsonl'))}",
+                "train.max_steps=2",
+                "train.logging_steps=1",
+                "data.holdout=0.2",
+            ],
+        },
     ]
 
 
@@ -84,9 +111,14 @@ def test_fingerprints_follow_settings_and_upstream_steps(tmp_path: Path):
 
 def test_plumbing_errors_are_named_before_anything_runs(tmp_path: Path):
     steps = _demo_like(tmp_path)
-    with pytest.raises(RecipeError, match="step dpo reads data.train = .*pairs.jsonl', which step pairs writes after it; move pairs before dpo"):
+    with pytest.raises(
+        RecipeError,
+        match="step dpo reads data.train = .*pairs.jsonl', which step pairs writes after it; move pairs before dpo",
+    ):
         plan(load_pipeline(_write(tmp_path, [steps[0], steps[2], steps[1]])))
-    with pytest.raises(RecipeError, match=r"step dpo .*data.train = .*nowhere.jsonl' does not exist and no earlier step writes it"):
+    with pytest.raises(
+        RecipeError, match=r"step dpo .*data.train = .*nowhere.jsonl' does not exist and no earlier step writes it"
+    ):
         plan(load_pipeline(_write(tmp_path, steps), [f"dpo.data.train={json.dumps(str(tmp_path / 'nowhere.jsonl'))}"]))
     with pytest.raises(RecipeError, match="no step named 'ppo'.*steps: sft, pairs, dpo"):
         load_pipeline(_write(tmp_path, steps), ["ppo.train.max_steps=3"])
@@ -117,7 +149,9 @@ def test_pipeline_runs_compares_then_reuses_what_is_up_to_date(tiny_model_dir, t
     assert [(r["name"], r["status"]) for r in pipe["steps"]] == [("sft", "ran"), ("pairs", "ran"), ("dpo", "ran")]
     # The policies were compared (not the pairs): their own outputs, their stages, scored on 4 dev questions.
     assert [(r["name"], r["stage"], r["path"]) for r in summary["runs"]] == [
-        ("sft", "sft", str(tmp_path / "sft")), ("dpo", "dpo", str(tmp_path / "dpo"))]
+        ("sft", "sft", str(tmp_path / "sft")),
+        ("dpo", "dpo", str(tmp_path / "dpo")),
+    ]
     assert summary["n"] == 4 and all(r["steps"] == 2 for r in summary["runs"])
     assert not (tmp_path / "sft" / "eval").exists()  # the stage's own eval was switched off by the pipeline
     md = (report / "report.md").read_text()

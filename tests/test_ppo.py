@@ -19,10 +19,20 @@ from tests.conftest import capture_trainer, kill_after_checkpoint, stage_recipe
 
 def _recipe(model_dir: Path, out: Path, *extra: str):
     return stage_recipe(
-        "ppo", model_dir, out, "data.train_limit=16", 'data.eval=""', "train.max_steps=2",
-        "train.per_device_train_batch_size=8", "train.num_mini_batches=2", "train.num_ppo_epochs=1",
-        "train.max_completion_length=16", "train.logging_steps=1", "train.learning_rate=1e-3",
-        "reward.log_completions=4", *extra,
+        "ppo",
+        model_dir,
+        out,
+        "data.train_limit=16",
+        'data.eval=""',
+        "train.max_steps=2",
+        "train.per_device_train_batch_size=8",
+        "train.num_mini_batches=2",
+        "train.num_ppo_epochs=1",
+        "train.max_completion_length=16",
+        "train.logging_steps=1",
+        "train.learning_rate=1e-3",
+        "reward.log_completions=4",
+        *extra,
     )
 
 
@@ -62,18 +72,27 @@ def test_clipped_policy_loss_matches_hand_computed_values():
     # t0: max(-1.5, -1.2) = -1.2 (clipped); t1: max(0.5, 0.8) = 0.8 (clipped); t2: max(-2.2, -2.2) = -2.2
     assert loss.item() == pytest.approx((-1.2 + 0.8 - 2.2) / 3, abs=1e-6)
     assert clip_frac.item() == pytest.approx(2 / 3)
-    assert approx_kl.item() == pytest.approx(0.5 * (math.log(1.5) ** 2 + math.log(0.5) ** 2 + math.log(1.1) ** 2) / 3, abs=1e-6)
+    assert approx_kl.item() == pytest.approx(
+        0.5 * (math.log(1.5) ** 2 + math.log(0.5) ** 2 + math.log(1.1) ** 2) / 3, abs=1e-6
+    )
     # A padded token changes nothing.
     padded, _, _ = core.policy_loss(
-        torch.cat([new, torch.tensor([[5.0]])], 1), torch.zeros(1, 4), torch.cat([adv, torch.tensor([[9.0]])], 1),
-        torch.tensor([[1, 1, 1, 0]]), cliprange=0.2,
+        torch.cat([new, torch.tensor([[5.0]])], 1),
+        torch.zeros(1, 4),
+        torch.cat([adv, torch.tensor([[9.0]])], 1),
+        torch.tensor([[1, 1, 1, 0]]),
+        cliprange=0.2,
     )
     assert padded.item() == pytest.approx(loss.item(), abs=1e-6)
 
 
 def test_clipped_value_loss_matches_hand_computed_values():
     loss, clip_frac = core.value_loss(
-        torch.tensor([[0.5, -0.1]]), torch.zeros(1, 2), torch.tensor([[1.0, 0.3]]), torch.ones(1, 2), cliprange_value=0.2
+        torch.tensor([[0.5, -0.1]]),
+        torch.zeros(1, 2),
+        torch.tensor([[1.0, 0.3]]),
+        torch.ones(1, 2),
+        cliprange_value=0.2,
     )
     # t0: V_clip = 0.2: max((.5-1)^2, (.2-1)^2) = .64 (clipped); t1: inside the clip: (-.1-.3)^2 = .16
     assert loss.item() == pytest.approx(0.5 * (0.64 + 0.16) / 2, abs=1e-6)
@@ -124,7 +143,9 @@ def test_first_update_starts_at_the_reference_and_the_rollout_policy(mode, tiny_
     # ... and the first minibatch is scored by the weights that sampled it: the log-probs of training and of
     # the rollout agree (temperature, positions under left padding, value positions), so the ratio is 1.
     assert first["approx_kl"] < 1e-9 and first["clip_fraction"] == 0.0
-    assert {"policy_loss", "value_loss", "entropy", "completions/mean_length", "rewards/length_reward/mean"} <= set(first)
+    assert {"policy_loss", "value_loss", "entropy", "completions/mean_length", "rewards/length_reward/mean"} <= set(
+        first
+    )
     head = load_file(str(out / "value_head.safetensors"))
     assert head["weight"].abs().sum() > 0, "the value head did not train"
     if mode == "lora":
@@ -151,9 +172,18 @@ def test_ppo_after_short_sft_raises_the_execution_reward(subset_sft, tmp_path: P
     rep.write_text("".join(line + "\n" for line in data.read_text().splitlines() for _ in range(8)))
     out = ppo.run(
         stage_recipe(
-            "ppo", warm, tmp_path / "ppo", f"data.train={rep}", 'data.eval=""', "train.max_steps=120",
-            "train.per_device_train_batch_size=16", "train.num_mini_batches=4", "train.num_ppo_epochs=2",
-            "train.max_completion_length=40", "train.learning_rate=1e-3", "train.logging_steps=8",
+            "ppo",
+            warm,
+            tmp_path / "ppo",
+            f"data.train={rep}",
+            'data.eval=""',
+            "train.max_steps=120",
+            "train.per_device_train_batch_size=16",
+            "train.num_mini_batches=4",
+            "train.num_ppo_epochs=2",
+            "train.max_completion_length=40",
+            "train.learning_rate=1e-3",
+            "train.logging_steps=8",
         )
     )
     rollouts = [r for r in _rows(out) if "kl" in r]
@@ -182,15 +212,32 @@ def test_ppo_mixes_a_reward_model_from_rm_with_execution_rewards(subset_sft, tmp
     from nl2sql_align.stages import rm
 
     data, warm = subset_sft
-    rm_out = rm.run(stage_recipe(
-        "rm", warm, tmp_path / "rm", f"data.train={_pairs_file(data, tmp_path / 'pairs.jsonl')}", 'data.eval=""',
-        "train.max_steps=6", "train.per_device_train_batch_size=8",
-    ))
+    rm_out = rm.run(
+        stage_recipe(
+            "rm",
+            warm,
+            tmp_path / "rm",
+            f"data.train={_pairs_file(data, tmp_path / 'pairs.jsonl')}",
+            'data.eval=""',
+            "train.max_steps=6",
+            "train.per_device_train_batch_size=8",
+        )
+    )
     recipe = stage_recipe(
-        "ppo", warm, tmp_path / "ppo", f"data.train={data}", 'data.eval=""', "train.max_steps=2",
-        "train.per_device_train_batch_size=4", "train.num_mini_batches=2", "train.num_ppo_epochs=1",
-        "train.max_completion_length=24", f"reward.model={rm_out}", "reward.model_weight=0.5",
-        "reward.preset=arctic", "reward.log_completions=8",
+        "ppo",
+        warm,
+        tmp_path / "ppo",
+        f"data.train={data}",
+        'data.eval=""',
+        "train.max_steps=2",
+        "train.per_device_train_batch_size=4",
+        "train.num_mini_batches=2",
+        "train.num_ppo_epochs=1",
+        "train.max_completion_length=24",
+        f"reward.model={rm_out}",
+        "reward.model_weight=0.5",
+        "reward.preset=arctic",
+        "reward.log_completions=8",
     )
     out = ppo.run(recipe)
     assert "rewards/reward_model/mean" in _rows(out)[0]
@@ -199,17 +246,21 @@ def test_ppo_mixes_a_reward_model_from_rm_with_execution_rewards(subset_sft, tmp
     # The score is the weighted sum: arctic = 0.9 x execution + 0.1 x executable, plus 0.5 x the reward model ...
     for row in logged:
         r = row["rewards"]
-        assert row["score"] == pytest.approx(0.9 * r["execution"] + 0.1 * r["executable"] + 0.5 * r["reward_model"], abs=1e-3)
+        assert row["score"] == pytest.approx(
+            0.9 * r["execution"] + 0.1 * r["executable"] + 0.5 * r["reward_model"], abs=1e-3
+        )
     # ... and the reward model's part is its score of the very conversation it was trained to judge.
     examples = {ex.question: ex for ex in load_examples(str(data))}
     scorer = RewardModelScore(rm_out)
     prompts = [build_messages(examples[row["prompt"]], recipe.data.schema, recipe.data.system_prompt) for row in logged]
-    again = scorer(prompts=prompts, completions=[[{"role": "assistant", "content": row["completion"]}] for row in logged])
+    again = scorer(
+        prompts=prompts, completions=[[{"role": "assistant", "content": row["completion"]}] for row in logged]
+    )
     assert again == pytest.approx([row["rewards"]["reward_model"] for row in logged], abs=1e-3)
 
 
 def test_ppo_with_the_reward_model_alone_and_its_errors(tiny_model_dir: Path, tmp_path: Path):
-    with pytest.raises(RecipeError, match="preset = \"none\" needs reward.model"):
+    with pytest.raises(RecipeError, match='preset = "none" needs reward.model'):
         ppo.run(_recipe(tiny_model_dir, tmp_path / "a", "reward.preset=none"))
     with pytest.raises(UserError, match="not a reward model folder"):
         ppo.run(_recipe(tiny_model_dir, tmp_path / "b", "reward.preset=none", f"reward.model={tmp_path}"))
@@ -223,8 +274,18 @@ def test_ppo_qlora_trains_adapters_and_value_head_on_a_4bit_base(tiny_model_dir:
 
     seen = capture_trainer(monkeypatch, ppo)
     out = tmp_path / "ppo-qlora"
-    ppo.run(_recipe(tiny_model_dir, out, LENGTH, "lora.r=8", "lora.alpha=16", "quantization.bits=4",
-                    "quantization.compute_dtype=float32", "train.learning_rate=1e-2"))
+    ppo.run(
+        _recipe(
+            tiny_model_dir,
+            out,
+            LENGTH,
+            "lora.r=8",
+            "lora.alpha=16",
+            "quantization.bits=4",
+            "quantization.compute_dtype=float32",
+            "train.learning_rate=1e-2",
+        )
+    )
     model = seen["trainer"].model
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()), "the base was not 4-bit"
     assert _rows(out)[0]["kl"] == 0.0  # the reference is the 4-bit base with adapters disabled
@@ -247,10 +308,21 @@ def test_sigkill_then_resume_continues_the_step_count_and_the_kl_coefficient(tin
     out = tmp_path / "runs" / "ppo"
     partial = out.parent / ".ppo.partial"
     sets = [
-        f"model.name_or_path={tiny_model_dir}", f"output_dir={out}", "data.train_limit=16", 'data.eval=""',
-        f"train.max_steps={max_steps}", "train.save_strategy=steps", "train.save_steps=2", "train.logging_steps=1",
-        "train.per_device_train_batch_size=8", "train.num_mini_batches=2", "train.num_ppo_epochs=1",
-        "train.max_completion_length=16", "train.kl_target=0.01", "train.kl_horizon=50", "train.learning_rate=1e-3",
+        f"model.name_or_path={tiny_model_dir}",
+        f"output_dir={out}",
+        "data.train_limit=16",
+        'data.eval=""',
+        f"train.max_steps={max_steps}",
+        "train.save_strategy=steps",
+        "train.save_steps=2",
+        "train.logging_steps=1",
+        "train.per_device_train_batch_size=8",
+        "train.num_mini_batches=2",
+        "train.num_ppo_epochs=1",
+        "train.max_completion_length=16",
+        "train.kl_target=0.01",
+        "train.kl_horizon=50",
+        "train.learning_rate=1e-3",
         LENGTH,
     ]
     args = ["ppo", "--recipe", "recipes/tiny-ppo.toml", *[x for s in sets for x in ("--set", s)]]
@@ -261,8 +333,14 @@ def test_sigkill_then_resume_continues_the_step_count_and_the_kl_coefficient(tin
     saved = json.loads((ckpt / PPO_STATE_FILE).read_text())
     assert saved["kl_coef"] != 0.05, "the adaptive coefficient never moved: the test would not see a lost state"
 
-    resumed = subprocess.run([sys.executable, "-m", "nl2sql_align", *args, "--resume"], cwd=REPO,
-                             env=dict(os.environ, HF_HUB_OFFLINE="1"), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "nl2sql_align", *args, "--resume"],
+        cwd=REPO,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == max_steps
     rows = _rows(out)

@@ -75,7 +75,11 @@ def test_format_is_detected_from_the_content_when_the_extension_says_nothing(tmp
     spider = tmp_path / "preds.out"
     spider.write_text("SELECT 3\tconcert_singer\n")
     assert [detect_format(p, p.read_text()) for p in (bird, jsonl, spider)] == ["bird", "jsonl", "spider"]
-    assert [read_predictions(p, 1, ["concert_singer"]) for p in (bird, jsonl, spider)] == [["SELECT 1"], ["SELECT 2"], ["SELECT 3"]]
+    assert [read_predictions(p, 1, ["concert_singer"]) for p in (bird, jsonl, spider)] == [
+        ["SELECT 1"],
+        ["SELECT 2"],
+        ["SELECT 3"],
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -91,7 +95,10 @@ def _error(path: Path, n: int, db_ids=None) -> str:
 def test_spider_text_errors(tmp_path: Path):
     p = tmp_path / "p.sql"
     p.write_text("SELECT 1\tconcert_singer\nSELECT 2\tconcert_singer\n")
-    assert _error(p, 3) == f"{p}: 2 lines for 3 examples; a Spider predictions file has one SQL per line, in the order of the data"
+    assert (
+        _error(p, 3)
+        == f"{p}: 2 lines for 3 examples; a Spider predictions file has one SQL per line, in the order of the data"
+    )
     p.write_text("SELECT 1\tconcert_singer\nSELECT 2\tpets_1\nSELECT 3\tpets_1\n")
     msg = _error(p, 3, ["concert_singer", "concert_singer", "pets_1"])
     assert msg.startswith(f"{p}:2: db_id 'pets_1', but example 1 of the data is on 'concert_singer'")
@@ -110,7 +117,7 @@ def test_bird_json_errors(tmp_path: Path):
     p.write_text(json.dumps({"0": f"SELECT 1{sep}a", "1": f"SELECT 2{sep}b"}))
     assert _error(p, 2, ["a", "a"]).startswith(f"{p}: key \"1\": db_id 'b', but example 1 of the data is on 'a'")
     p.write_text(json.dumps({"0": f"SELECT 1{sep}a", "5": f"SELECT 2{sep}a"}))
-    assert _error(p, 2) == f"{p}: key '5' is not an example index (expected \"0\" to \"1\")"
+    assert _error(p, 2) == f'{p}: key \'5\' is not an example index (expected "0" to "1")'
     p.write_text(json.dumps({"0": "SELECT 1\ta"}))
     assert _error(p, 1).startswith(f'{p}: key "0": expected a string "SQL\\t----- bird -----\\tdb_id"')
     p.write_text(json.dumps({"0": None}))
@@ -132,7 +139,9 @@ def test_jsonl_errors(tmp_path: Path):
     p.write_text('{"index": 7, "sql": "SELECT 1"}\n')
     assert _error(p, 2) == f"{p}:1: index 7 is outside the data (0..1)"
     p.write_text('{"index": 1, "sql": "SELECT 1", "db_id": "car_1"}\n')
-    assert _error(p, 2, ["car_1", "pets_1"]).startswith(f"{p}:1: db_id 'car_1', but example 1 of the data is on 'pets_1'")
+    assert _error(p, 2, ["car_1", "pets_1"]).startswith(
+        f"{p}:1: db_id 'car_1', but example 1 of the data is on 'pets_1'"
+    )
     # Missing indexes are empty predictions (scored as failures), as before.
     p.write_text('{"index": 1, "sql": "SELECT 1"}\n')
     assert read_predictions(p, 3) == ["", "SELECT 1", ""]
@@ -159,8 +168,17 @@ def test_eval_scores_bird_json_spider_text_and_jsonl_alike(tmp_path: Path):
     for name in ("pred.jsonl", "predict_dev.json", "pred.sql"):
         write_predictions(tmp_path / name, preds, db_ids)
         report = tmp_path / f"report-{name}"
-        cli("eval", "--data", f"spider:{SPIDER}", "--predictions", str(tmp_path / name), "--metric", "bird",
-            "--report", str(report))
+        cli(
+            "eval",
+            "--data",
+            f"spider:{SPIDER}",
+            "--predictions",
+            str(tmp_path / name),
+            "--metric",
+            "bird",
+            "--report",
+            str(report),
+        )
         summaries[name] = json.loads((report / "summary.json").read_text())
         verdicts[name] = [r["correct"] for r in _rows(report)]
     assert summaries["predict_dev.json"]["ex"] == summaries["pred.jsonl"]["ex"] == summaries["pred.sql"]["ex"]
@@ -171,7 +189,9 @@ def test_eval_scores_bird_json_spider_text_and_jsonl_alike(tmp_path: Path):
 def test_eval_rejects_predictions_for_other_databases_naming_the_key(tmp_path: Path):
     p = tmp_path / "predict_dev.json"
     p.write_text(json.dumps({str(i): "SELECT 1\t----- bird -----\tpets_1" for i in range(259)}))
-    out = cli("eval", "--data", f"spider:{SPIDER}", "--predictions", str(p), "--report", str(tmp_path / "r"), check=False)
+    out = cli(
+        "eval", "--data", f"spider:{SPIDER}", "--predictions", str(p), "--report", str(tmp_path / "r"), check=False
+    )
     assert out.returncode == 2
     assert f"{p}: key \"0\": db_id 'pets_1', but example 0 of the data is on 'concert_singer'" in out.stderr
 
@@ -180,28 +200,72 @@ def test_eval_write_predictions_converts_and_round_trips(tmp_path: Path):
     # Read Spider's own gold file as predictions, write it as BIRD JSON, score that: same verdicts.
     gold = SPIDER / "dev_gold.sql"
     r1, r2 = tmp_path / "r1", tmp_path / "r2"
-    out = cli("eval", "--data", f"spider:{SPIDER}", "--limit", "20", "--predictions", str(gold), "--report", str(r1),
-              "--write-predictions", str(tmp_path / "predict_dev.json"), check=False)
+    out = cli(
+        "eval",
+        "--data",
+        f"spider:{SPIDER}",
+        "--limit",
+        "20",
+        "--predictions",
+        str(gold),
+        "--report",
+        str(r1),
+        "--write-predictions",
+        str(tmp_path / "predict_dev.json"),
+        check=False,
+    )
     # --limit 20 against a 259-line file: the count must match the data.
     assert out.returncode == 2 and "259 lines for 20 examples" in out.stderr
-    cli("eval", "--data", f"spider:{SPIDER}", "--predictions", str(gold), "--report", str(r1),
-        "--write-predictions", str(tmp_path / "predict_dev.json"))
+    cli(
+        "eval",
+        "--data",
+        f"spider:{SPIDER}",
+        "--predictions",
+        str(gold),
+        "--report",
+        str(r1),
+        "--write-predictions",
+        str(tmp_path / "predict_dev.json"),
+    )
     cli("eval", "--data", f"spider:{SPIDER}", "--predictions", str(tmp_path / "predict_dev.json"), "--report", str(r2))
     assert [r["pred"] for r in _rows(r1)] == [r["pred"] for r in _rows(r2)]
     assert json.loads((r2 / "summary.json").read_text())["ex"] == 100.0
 
 
 def test_eval_write_predictions_refuses_an_unknown_extension_before_running(tmp_path: Path):
-    out = cli("eval", "--data", f"spider:{SPIDER}", "--predictions", str(SPIDER / "dev_gold.sql"),
-              "--report", str(tmp_path / "r"), "--write-predictions", str(tmp_path / "p.csv"), check=False)
+    out = cli(
+        "eval",
+        "--data",
+        f"spider:{SPIDER}",
+        "--predictions",
+        str(SPIDER / "dev_gold.sql"),
+        "--report",
+        str(tmp_path / "r"),
+        "--write-predictions",
+        str(tmp_path / "p.csv"),
+        check=False,
+    )
     assert out.returncode == 2 and "use .sql or .txt" in out.stderr
     assert not (tmp_path / "r").exists()
 
 
 def test_eval_model_writes_predictions_the_reader_accepts(tiny_model_dir: Path, tmp_path: Path):
     out = tmp_path / "pred.sql"
-    cli("eval", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "4", "--report", str(tmp_path / "r"),
-        "--set", "eval.max_new_tokens=8", "--write-predictions", str(out))
+    cli(
+        "eval",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        "demo:dev",
+        "--limit",
+        "4",
+        "--report",
+        str(tmp_path / "r"),
+        "--set",
+        "eval.max_new_tokens=8",
+        "--write-predictions",
+        str(out),
+    )
     rows = _rows(tmp_path / "r")
     from nl2sql_align.data import load_examples
 

@@ -29,8 +29,14 @@ from tests.conftest import REPO, stage_recipe
 
 def _v(sql: str, kind: str) -> Verdict:
     return Verdict(
-        text=f"```sql\n{sql}\n```", sql=sql, has_block=True, parsed=kind != "syntax", refused=False,
-        executed=kind in ("correct", "wrong"), correct=kind == "correct", gold_ok=True,
+        text=f"```sql\n{sql}\n```",
+        sql=sql,
+        has_block=True,
+        parsed=kind != "syntax",
+        refused=False,
+        executed=kind in ("correct", "wrong"),
+        correct=kind == "correct",
+        gold_ok=True,
         error=None if kind in ("correct", "wrong") else "boom",
     )
 
@@ -52,7 +58,11 @@ def test_mining_dedupes_normalised_sql_and_orders_rejected(example):
     r = mine_prompt(example, verdicts, PairsSection(max_pairs_per_prompt=5))
     assert normalize_sql("select   name from customers") == normalize_sql("SELECT name FROM customers")
     # 4 distinct queries: 1 correct, 2 wrong, 1 failing. Wrong results are rejected before errors.
-    assert [p["rejected"] for p in r.pairs] == ["SELECT city FROM customers", "SELECT id FROM customers", "SELECT nonsense FROM"]
+    assert [p["rejected"] for p in r.pairs] == [
+        "SELECT city FROM customers",
+        "SELECT id FROM customers",
+        "SELECT nonsense FROM",
+    ]
     assert all(p["chosen"] == "SELECT name FROM customers" and p["chosen_label"] == "correct" for p in r.pairs)
     assert [p["rejected_label"] for p in r.pairs] == ["wrong", "wrong", "error"]
     assert len(r.unpaired) == 4 and sum(u["label"] for u in r.unpaired) == 1
@@ -75,13 +85,15 @@ def test_labels_agree_with_direct_execution():
     examples = load_examples("demo:train", limit=12)
     samples = []
     for ex in examples:
-        samples.append([
-            f"```sql\n{ex.sql}\n```",  # correct
-            f"```sql\n{ex.sql} LIMIT 0\n```",  # runs, wrong result (unless the gold is empty)
-            "```sql\nSELECT * FROM no_such_table\n```",  # fails
-            "```sql\nDROP TABLE customers\n```",  # refused
-            "SELECT 1",  # runs
-        ])
+        samples.append(
+            [
+                f"```sql\n{ex.sql}\n```",  # correct
+                f"```sql\n{ex.sql} LIMIT 0\n```",  # runs, wrong result (unless the gold is empty)
+                "```sql\nSELECT * FROM no_such_table\n```",  # fails
+                "```sql\nDROP TABLE customers\n```",  # refused
+                "SELECT 1",  # runs
+            ]
+        )
     with RewardEngine(timeout=5, workers=1) as engine:
         labelled = label_samples(examples, samples, engine)
     with SQLExecutor(workers=1, timeout=5) as ex_:
@@ -146,9 +158,16 @@ def test_loader_reads_trl_layout_and_names_bad_lines(tmp_path: Path):
     data = DataSection()
     good = tmp_path / "trl.jsonl"
     good.write_text(
-        json.dumps({"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
-                    "rejected": [{"role": "assistant", "content": "b"}]}) + "\n"
-        + json.dumps({"prompt": "q2", "chosen": "a2", "rejected": "b2"}) + "\n"
+        json.dumps(
+            {
+                "prompt": [{"role": "user", "content": "q"}],
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+            }
+        )
+        + "\n"
+        + json.dumps({"prompt": "q2", "chosen": "a2", "rejected": "b2"})
+        + "\n"
     )
     recs = load_preferences(str(good), data)
     assert recs[0].trl_row()["chosen"] == [{"role": "assistant", "content": "a"}]
@@ -181,8 +200,16 @@ def test_holdout_keeps_every_question_on_one_side(micro_pairs: Path):
 
 def _stage(stage: str, model_dir: Path, out: Path, pairs: Path, *extra: str):
     return stage_recipe(
-        stage, model_dir, out, f"data.train={pairs}", "data.holdout=0.25", 'data.eval=""', "train.num_train_epochs=4",
-        "train.logging_steps=2", "train.per_device_train_batch_size=8", *extra,
+        stage,
+        model_dir,
+        out,
+        f"data.train={pairs}",
+        "data.holdout=0.25",
+        'data.eval=""',
+        "train.num_train_epochs=4",
+        "train.logging_steps=2",
+        "train.per_device_train_batch_size=8",
+        *extra,
     )
 
 
@@ -197,7 +224,10 @@ def test_reward_model_accuracy_rises_from_the_untrained_model(tiny_model_dir, mi
     # or the other. Training on the pairs and on the same pairs swapped starts from the same head: in one of
     # the two runs it starts at or below chance, and both must end well above it.
     held = {}
-    for name, pairs in (("as-mined", micro_pairs / "pairs.jsonl"), ("swapped", _swapped(micro_pairs / "pairs.jsonl", tmp_path / "swapped.jsonl"))):
+    for name, pairs in (
+        ("as-mined", micro_pairs / "pairs.jsonl"),
+        ("swapped", _swapped(micro_pairs / "pairs.jsonl", tmp_path / "swapped.jsonl")),
+    ):
         out = rm.run(_stage("rm", tiny_model_dir, tmp_path / name, pairs, "train.learning_rate=1e-3"))
         held[name] = json.loads((out / "heldout.json").read_text())
     assert min(h["before"]["accuracy"] for h in held.values()) <= 0.5, held
@@ -210,8 +240,17 @@ def test_reward_model_accuracy_rises_from_the_untrained_model(tiny_model_dir, mi
 
 
 def test_lora_reward_model_trains_and_saves_its_score_head(tiny_model_dir, micro_pairs, tmp_path):
-    out = rm.run(_stage("rm", tiny_model_dir, tmp_path / "rm-lora", micro_pairs / "pairs.jsonl", "lora.r=8",
-                        "lora.alpha=16", "train.learning_rate=3e-3"))
+    out = rm.run(
+        _stage(
+            "rm",
+            tiny_model_dir,
+            tmp_path / "rm-lora",
+            micro_pairs / "pairs.jsonl",
+            "lora.r=8",
+            "lora.alpha=16",
+            "train.learning_rate=3e-3",
+        )
+    )
     held = json.loads((out / "heldout.json").read_text())
     assert held["after"]["accuracy"] >= 0.9 and held["after"]["margin"] > held["before"]["margin"] + 1.0, held
     # The new score head trains and is saved with the adapters (a LoRA-only head would stay random).
@@ -220,7 +259,9 @@ def test_lora_reward_model_trains_and_saves_its_score_head(tiny_model_dir, micro
 
 
 def test_dpo_raises_the_held_out_margin_and_changes_weights(tiny_model_dir, micro_pairs, tmp_path):
-    out = dpo.run(_stage("dpo", tiny_model_dir, tmp_path / "dpo", micro_pairs / "pairs.jsonl", "train.learning_rate=1e-3"))
+    out = dpo.run(
+        _stage("dpo", tiny_model_dir, tmp_path / "dpo", micro_pairs / "pairs.jsonl", "train.learning_rate=1e-3")
+    )
     held = json.loads((out / "heldout.json").read_text())
     assert held["after"]["logprob_margin"] > held["before"]["logprob_margin"] + 1.0, held
     before, after = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(out / "model.safetensors"))
@@ -240,10 +281,17 @@ def test_lora_dpo_keeps_one_model_in_memory(tiny_model_dir, micro_pairs, tmp_pat
         return seen["trainer"]
 
     monkeypatch.setattr(dpo, "_build", spy)
-    out = dpo.run(_stage(
-        "dpo", tiny_model_dir, tmp_path / "dpo-lora", micro_pairs / "pairs.jsonl", "lora.r=8", "lora.alpha=16",
-        "train.learning_rate=3e-3",
-    ))
+    out = dpo.run(
+        _stage(
+            "dpo",
+            tiny_model_dir,
+            tmp_path / "dpo-lora",
+            micro_pairs / "pairs.jsonl",
+            "lora.r=8",
+            "lora.alpha=16",
+            "train.learning_rate=3e-3",
+        )
+    )
     trainer = seen["trainer"]
     # The reference is the base with adapters disabled: no second model object.
     assert trainer.ref_model is None and isinstance(trainer.model, PeftModel)
@@ -255,18 +303,32 @@ def test_lora_dpo_keeps_one_model_in_memory(tiny_model_dir, micro_pairs, tmp_pat
 @pytest.mark.parametrize("method", ["kto", "simpo", "orpo"])
 def test_variants_learn_the_preference(tiny_model_dir, micro_pairs, tmp_path, method):
     # kto reads the pairs file as labelled halves (chosen = desirable, rejected = undesirable).
-    out = dpo.run(_stage(
-        "dpo", tiny_model_dir, tmp_path / method, micro_pairs / "pairs.jsonl", f"preference.method={method}",
-        "train.learning_rate=1e-3",
-    ))
+    out = dpo.run(
+        _stage(
+            "dpo",
+            tiny_model_dir,
+            tmp_path / method,
+            micro_pairs / "pairs.jsonl",
+            f"preference.method={method}",
+            "train.learning_rate=1e-3",
+        )
+    )
     held = json.loads((out / "heldout.json").read_text())
     assert held["after"]["logprob_margin"] > held["before"]["logprob_margin"] + 0.5, held
 
 
 def test_preference_settings_are_checked(tiny_model_dir, micro_pairs, tmp_path):
     with pytest.raises(RecipeError, match="not a KTO loss"):
-        dpo.run(_stage("dpo", tiny_model_dir, tmp_path / "x", micro_pairs / "pairs.jsonl", "preference.method=kto",
-                       "train.loss_type=sigmoid"))
+        dpo.run(
+            _stage(
+                "dpo",
+                tiny_model_dir,
+                tmp_path / "x",
+                micro_pairs / "pairs.jsonl",
+                "preference.method=kto",
+                "train.loss_type=sigmoid",
+            )
+        )
     with pytest.raises(DataError, match="needs pairs"):
         dpo.run(_stage("dpo", tiny_model_dir, tmp_path / "y", micro_pairs / "unpaired.jsonl", "data.holdout=0"))
     with pytest.raises(DataError, match="trains on pairs"):
@@ -275,17 +337,29 @@ def test_preference_settings_are_checked(tiny_model_dir, micro_pairs, tmp_path):
 
 
 @pytest.mark.parametrize("stage", ["rm", "dpo"])
-def test_qlora_preference_stages_train_adapters_on_a_4bit_base(stage, tiny_model_dir, micro_pairs, tmp_path, monkeypatch):
+def test_qlora_preference_stages_train_adapters_on_a_4bit_base(
+    stage, tiny_model_dir, micro_pairs, tmp_path, monkeypatch
+):
     import bitsandbytes as bnb
 
     module = {"rm": rm, "dpo": dpo}[stage]
     seen = {}
     build = module._build
     monkeypatch.setattr(module, "_build", lambda ctx: seen.setdefault("trainer", build(ctx)))
-    out = module.run(_stage(
-        stage, tiny_model_dir, tmp_path / stage, micro_pairs / "pairs.jsonl", "lora.r=8", "lora.alpha=16",
-        "quantization.bits=4", "quantization.compute_dtype=float32", "train.learning_rate=3e-3", "train.max_steps=3",
-    ))
+    out = module.run(
+        _stage(
+            stage,
+            tiny_model_dir,
+            tmp_path / stage,
+            micro_pairs / "pairs.jsonl",
+            "lora.r=8",
+            "lora.alpha=16",
+            "quantization.bits=4",
+            "quantization.compute_dtype=float32",
+            "train.learning_rate=3e-3",
+            "train.max_steps=3",
+        )
+    )
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in seen["trainer"].model.modules()), "the base was not 4-bit"
     adapters = load_file(str(out / "adapter_model.safetensors"))
     lora_b = [v for k, v in adapters.items() if "lora_B" in k]

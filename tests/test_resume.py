@@ -17,8 +17,14 @@ MAX_STEPS = 120
 
 def _args(model_dir: Path, out: Path) -> list[str]:
     sets = [
-        f"model.name_or_path={model_dir}", f"output_dir={out}", "data.train_limit=64", 'data.eval=""',
-        f"train.max_steps={MAX_STEPS}", "train.save_strategy=steps", "train.save_steps=5", "train.logging_steps=1",
+        f"model.name_or_path={model_dir}",
+        f"output_dir={out}",
+        "data.train_limit=64",
+        'data.eval=""',
+        f"train.max_steps={MAX_STEPS}",
+        "train.save_strategy=steps",
+        "train.save_steps=5",
+        "train.logging_steps=1",
         "train.per_device_train_batch_size=4",
     ]
     return ["sft", "--recipe", "recipes/tiny-sft.toml", *[x for s in sets for x in ("--set", s)]]
@@ -26,8 +32,9 @@ def _args(model_dir: Path, out: Path) -> list[str]:
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "nl2sql_align", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "nl2sql_align", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_sigkill_then_resume_continues_the_step_count(tiny_model_dir: Path, tmp_path: Path):

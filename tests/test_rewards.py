@@ -54,9 +54,7 @@ CASES_SPIDER = {
     "match": block("SELECT COUNT(*) FROM singer"),
     "mismatch": block("SELECT COUNT(*) FROM stadium"),
     "error": block("SELECT COUNT(*) FROM no_such_table"),
-    "timeout": block(
-        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"
-    ),
+    "timeout": block("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"),
     "hostile": block("DELETE FROM singer"),
     "no_block": "SELECT COUNT(*) FROM singer",
 }
@@ -104,7 +102,9 @@ def test_demo_duckdb_and_syntax(engine, demo_db):
         block("SELEC name FROM customers"),  # does not parse
         block("SELECT name FROM customers WHERE city = 'Dublin'; DROP TABLE customers"),
         block("SELECT * FROM read_csv('/etc/passwd')"),
-        block("SELECT name FROM customers WHERE city = 'Dublin' ORDER BY name DESC"),  # order ignored: no ORDER BY in gold
+        block(
+            "SELECT name FROM customers WHERE city = 'Dublin' ORDER BY name DESC"
+        ),  # order ignored: no ORDER BY in gold
     ]
     _, (syntax, execution) = total(funcs, weights, comps, columns(len(comps), demo_db, DEMO_GOLD))
     assert syntax == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
@@ -126,7 +126,10 @@ def test_bird_semantics_ignore_duplicates_but_not_column_order(spider_db):
         block("SELECT name, country FROM singer UNION ALL SELECT name, country FROM singer"),
         block("SELECT country, name FROM singer"),
     ]
-    with RewardEngine(metric="bird", timeout=1.0, workers=1) as bird, RewardEngine(metric="spider", timeout=1.0, workers=1) as spider:
+    with (
+        RewardEngine(metric="bird", timeout=1.0, workers=1) as bird,
+        RewardEngine(metric="spider", timeout=1.0, workers=1) as spider,
+    ):
         for eng, expected in ((bird, [1.0, 0.0]), (spider, [0.0, 1.0])):
             (f,), _ = build_reward_functions([ComponentSpec("execution")], eng)
             assert f(prompts=[None] * 2, completions=comps, **columns(2, db, gold)) == expected

@@ -63,8 +63,23 @@ def test_a_result_cut_at_the_row_cap_is_its_own_group():
 
 def test_eval_samples_reports_greedy_and_voted(tiny_model_dir: Path, tmp_path: Path):
     report = tmp_path / "r"
-    out = cli("eval", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "6", "--report", str(report),
-              "--samples", "4", "--temperature", "1.0", "--set", "eval.max_new_tokens=16")
+    out = cli(
+        "eval",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        "demo:dev",
+        "--limit",
+        "6",
+        "--report",
+        str(report),
+        "--samples",
+        "4",
+        "--temperature",
+        "1.0",
+        "--set",
+        "eval.max_new_tokens=16",
+    )
     assert "voted EX" in out.stdout
     summary = json.loads((report / "summary.json").read_text())
     assert {"ex", "ex_voted", "executable"} <= set(summary)
@@ -94,11 +109,33 @@ def test_eval_samples_reports_greedy_and_voted(tiny_model_dir: Path, tmp_path: P
 def test_samples_need_a_model_and_a_temperature(tmp_path: Path):
     from tests.conftest import SPIDER
 
-    p = cli("eval", "--data", f"spider:{SPIDER}", "--predictions", str(SPIDER / "dev_gold.sql"), "--report",
-            str(tmp_path / "r"), "--samples", "4", check=False)
+    p = cli(
+        "eval",
+        "--data",
+        f"spider:{SPIDER}",
+        "--predictions",
+        str(SPIDER / "dev_gold.sql"),
+        "--report",
+        str(tmp_path / "r"),
+        "--samples",
+        "4",
+        check=False,
+    )
     assert p.returncode == 2 and "--samples needs --model" in p.stderr
-    p = cli("eval", "--data", "demo:dev", "--model", "nowhere", "--report", str(tmp_path / "r"), "--samples", "4",
-            "--temperature", "0", check=False)
+    p = cli(
+        "eval",
+        "--data",
+        "demo:dev",
+        "--model",
+        "nowhere",
+        "--report",
+        str(tmp_path / "r"),
+        "--samples",
+        "4",
+        "--temperature",
+        "0",
+        check=False,
+    )
     assert p.returncode == 2 and "temperature above 0" in p.stderr
 
 
@@ -110,8 +147,15 @@ def test_score_predictions_votes_on_executed_candidates(tmp_path: Path, spider_d
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"question": "q", "sql": "SELECT count(*) FROM singer", "db": str(spider_db)}) + "\n")
     examples = load_examples(str(data))
-    cands = [["SELECT nope FROM singer", "SELECT count(*) FROM stadium", "SELECT count(*) FROM singer",
-              "SELECT count(singer_id) FROM singer", "SELECT count(*) FROM singer"]]
+    cands = [
+        [
+            "SELECT nope FROM singer",
+            "SELECT count(*) FROM stadium",
+            "SELECT count(*) FROM singer",
+            "SELECT count(singer_id) FROM singer",
+            "SELECT count(*) FROM singer",
+        ]
+    ]
     with SQLExecutor(workers=1, timeout=5.0) as ex:
         jobs: list[int] = []
         run = ex.execute_many
@@ -139,9 +183,32 @@ def test_recipe_eval_samples_vote_after_training_as_eval_does(tiny_model_dir: Pa
 
     recipe_path = REPO / "recipes" / "tiny-sft.toml"
     r = load_recipe(recipe_path, ["eval.samples=3", "eval.temperature=1.0", "eval.max_new_tokens=16"])
-    summary = evaluate_model(load_generator(str(tiny_model_dir), r), load_examples("demo:dev", limit=5), r, report_dir=tmp_path / "a", print_table=False)
-    cli("eval", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "5", "--report", str(tmp_path / "b"),
-        "--recipe", str(recipe_path), "--samples", "3", "--temperature", "1.0", "--set", "eval.max_new_tokens=16")
+    summary = evaluate_model(
+        load_generator(str(tiny_model_dir), r),
+        load_examples("demo:dev", limit=5),
+        r,
+        report_dir=tmp_path / "a",
+        print_table=False,
+    )
+    cli(
+        "eval",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        "demo:dev",
+        "--limit",
+        "5",
+        "--report",
+        str(tmp_path / "b"),
+        "--recipe",
+        str(recipe_path),
+        "--samples",
+        "3",
+        "--temperature",
+        "1.0",
+        "--set",
+        "eval.max_new_tokens=16",
+    )
     other = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["samples"] == other["samples"] == 3 and "ex_voted" in summary
     assert summary["ex_voted"] == other["ex_voted"] and summary["ex"] == other["ex"]

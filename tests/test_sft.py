@@ -20,7 +20,7 @@ def _recipe(model_dir: Path, out: Path, *extra: str):
         model_dir,
         out,
         "data.train_limit=16",
-        "data.eval=\"\"",  # no eval after training
+        'data.eval=""',  # no eval after training
         "train.num_train_epochs=6",
         "train.per_device_train_batch_size=8",
         "train.learning_rate=3e-3",
@@ -81,7 +81,11 @@ def test_sft_lora_trains_adapters_only(tiny_model_dir: Path, tmp_path: Path):
 def test_sft_qlora_4bit_trains_adapters(tiny_model_dir: Path, tmp_path: Path):
     out = sft.run(
         _recipe(
-            tiny_model_dir, tmp_path / "qlora", "lora.r=8", "quantization.bits=4", "quantization.compute_dtype=float32",
+            tiny_model_dir,
+            tmp_path / "qlora",
+            "lora.r=8",
+            "quantization.bits=4",
+            "quantization.compute_dtype=float32",
             "train.learning_rate=1e-2",
         )
     )

@@ -188,9 +188,7 @@ def test_gold_against_itself_scores_100_percent(executor: SQLExecutor) -> None:
     first, second = executor.execute_many(jobs), executor.execute_many(jobs)
     failed = [(e["query"], r.error) for e, r in zip(examples, first, strict=True) if not r.ok]
     assert failed == []
-    matches = [
-        results_match(e["query"], a.rows, b.rows) for e, a, b in zip(examples, first, second, strict=True)
-    ]
+    matches = [results_match(e["query"], a.rows, b.rows) for e, a, b in zip(examples, first, second, strict=True)]
     assert sum(matches) == len(examples) == 259
     assert all(
         results_match(e["query"], a.rows, b.rows, metric="bird")

@@ -32,8 +32,9 @@ SINGERS = 6  # rows of concert_singer.singer
 RECURSIVE_BOMB = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM r) SELECT count(*) FROM r"
 # singer has 6 rows: 8 copies (1.7M rows) finish in ~15 ms on both engines, so use 16 (2.8e12 rows).
 CROSS_JOIN_BOMB = "SELECT count(*) FROM " + ", ".join(f"singer AS s{i}" for i in range(16))
-# One function call that runs for many seconds and that neither engine can interrupt from inside: only
-# killing the worker stops it (DESIGN.md: levenshtein on 60k characters ran 28 s under a 3 s limit).
+# One function call that runs for many seconds, which an engine may or may not interrupt from inside: DuckDB
+# 2.0.0 could not (DESIGN.md: levenshtein on 60k characters ran 28 s under a 3 s limit), 2.0.1 stops it at
+# the deadline; then only killing the worker stops it. The tests assert the bound, not which layer keeps it.
 UNINTERRUPTIBLE = {
     "duckdb": "SELECT levenshtein(repeat('a', 60000), repeat('b', 60000))",
     # printf loops 2e9 times in C; SQLITE_LIMIT_LENGTH (100 MB) keeps its memory bounded while it does.
@@ -248,23 +249,54 @@ def test_runaway_query_is_stopped_in_the_worker(executor, dbs, engine, bomb) -> 
     assert count_singers(executor, dbs[engine]) == [(SINGERS,)]
 
 
+def _alive(pid: int) -> bool:
+    """Whether a child process still runs (WNOWAIT: an exited one is left for the executor to reap)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:  # already reaped
+        return False
+
+
 @pytest.mark.parametrize("engine", ["sqlite", "duckdb"])
-def test_uninterruptible_query_gets_its_worker_killed(executor, dbs, engine) -> None:
-    pids = executor.worker_pids
+def test_uninterruptible_query_ends_within_the_bound(executor, dbs, engine) -> None:
+    # The guarantee, whichever layer keeps it: the engine stops the call at the deadline in-process (DuckDB
+    # 2.0.1 does for levenshtein), or the parent kills the worker after the grace and starts another (DuckDB
+    # 2.0.0, SQLite's printf). Which one happens depends on the engine version, so it is not asserted;
+    # test_worker_that_stops_answering_is_killed_and_replaced covers the kill path on its own.
+    workers = len(executor.worker_pids)
     start = time.monotonic()
     result = executor.execute(dbs[engine], UNINTERRUPTIBLE[engine])
     wall = time.monotonic() - start
-    assert result.timed_out and result.error == "timeout after 1.0s"
-    assert wall < 2 * TIMEOUT
-    assert executor.worker_pids != pids and len(executor.worker_pids) == len(pids)  # killed and replaced
-    assert count_singers(executor, dbs[engine]) == [(SINGERS,)]
+    assert result.timed_out and result.rows is None and result.error == "timeout after 1.0s"
+    assert wall < 2 * TIMEOUT  # the deadline plus the grace (half the timeout) at most
+    pids = executor.worker_pids
+    assert len(pids) == workers and all(_alive(p) for p in pids)  # as many workers as before, all running
+    # Every worker answers again, on both engines, with the right result.
+    check = "SELECT count(*), min(Name) FROM singer"
+    results = executor.execute_many([(dbs[e], check) for e in ("sqlite", "duckdb")] * workers)
+    assert [r.rows for r in results] == [[(SINGERS, "Joe Sharp")]] * (2 * workers), [r.error for r in results]
+    assert executor.worker_pids == pids
+
+
+def test_worker_that_stops_answering_is_killed_and_replaced(dbs) -> None:
+    # The kill path without depending on what an engine can interrupt: a stopped worker never answers, so
+    # its job must end as a timeout within timeout + grace and a fresh worker must take its place.
+    with SQLExecutor(workers=1, timeout=TIMEOUT) as ex:
+        assert ex.execute(dbs["sqlite"], "SELECT 1").rows == [(1,)]
+        (victim,) = ex.worker_pids
+        os.kill(victim, signal.SIGSTOP)
+        start = time.monotonic()
+        result = ex.execute(dbs["duckdb"], "SELECT count(*) FROM singer")
+        wall = time.monotonic() - start
+        assert result.timed_out and result.error == "timeout after 1.0s"
+        assert TIMEOUT <= wall < 2 * TIMEOUT
+        assert ex.worker_pids != [victim] and len(ex.worker_pids) == 1 and not _alive(victim)
+        assert ex.execute(dbs["duckdb"], "SELECT count(*) FROM singer").rows == [(SINGERS,)]
 
 
 def test_a_timeout_does_not_disturb_the_other_jobs(executor, dbs) -> None:
     jobs = [(dbs["duckdb"], RECURSIVE_BOMB)] + [
-        (dbs[e], f"SELECT count(*) FROM singer WHERE Age > {a}")
-        for a in range(20, 60, 5)
-        for e in ("sqlite", "duckdb")
+        (dbs[e], f"SELECT count(*) FROM singer WHERE Age > {a}") for a in range(20, 60, 5) for e in ("sqlite", "duckdb")
     ]
     start = time.monotonic()
     results = executor.execute_many(jobs)
@@ -324,9 +356,7 @@ def test_worker_dying_mid_query_reports_a_crash(sandbox_dir, dbs) -> None:
         killer = threading.Timer(0.3, os.kill, args=(pid, signal.SIGKILL))
         killer.start()
         start = time.monotonic()
-        results = ex.execute_many(
-            [(dbs["sqlite"], RECURSIVE_BOMB), (dbs["sqlite"], "SELECT count(*) FROM singer")]
-        )
+        results = ex.execute_many([(dbs["sqlite"], RECURSIVE_BOMB), (dbs["sqlite"], "SELECT count(*) FROM singer")])
         killer.join()
         assert time.monotonic() - start < 3.0  # not the 5 s timeout: the crash is noticed at once
         assert results[0].error == "worker crashed" and not results[0].timed_out and results[0].rows is None
@@ -366,9 +396,7 @@ def test_row_cap_truncates(dbs) -> None:
             assert capped.rows == [("Joe Sharp",), ("Timbaland",), ("Justin Brown",), ("Rose White",)]
             exact = ex.execute(db, "SELECT Name FROM singer ORDER BY Singer_ID LIMIT 4")
             assert exact.rows == capped.rows and not exact.truncated
-            huge = ex.execute(
-                db, "SELECT 1 FROM singer a, singer b, singer c, singer d, singer e"
-            )  # 7776 rows
+            huge = ex.execute(db, "SELECT 1 FROM singer a, singer b, singer c, singer d, singer e")  # 7776 rows
             assert huge.truncated and len(huge.rows) == 4
 
 
@@ -387,9 +415,7 @@ def test_execute_many_keeps_job_order_and_matches_sequential(executor, dbs, tmp_
     parallel = executor.execute_many(jobs, progress=True)
     sequential = [executor.execute(db, sql) for db, sql in jobs]
     assert len(parallel) == len(jobs)
-    assert [(r.rows, r.columns, r.error) for r in parallel] == [
-        (r.rows, r.columns, r.error) for r in sequential
-    ]
+    assert [(r.rows, r.columns, r.error) for r in parallel] == [(r.rows, r.columns, r.error) for r in sequential]
     assert parallel[-1].rows == [(42,)]
     assert parallel[0].rows[0] == ("Tribal King", 25) and parallel[1].rows == parallel[0].rows
     assert parallel[8].error.startswith("refused:")
@@ -412,9 +438,7 @@ def test_missing_database_gives_an_error_naming_the_path(executor, tmp_path) -> 
 
 def test_sql_in_another_dialect_is_transpiled(executor, dbs) -> None:
     # ILIKE is DuckDB syntax; sqlglot rewrites it for SQLite.
-    result = executor.execute(
-        dbs["sqlite"], "SELECT Name FROM singer WHERE Name ILIKE 'joe%'", dialect="duckdb"
-    )
+    result = executor.execute(dbs["sqlite"], "SELECT Name FROM singer WHERE Name ILIKE 'joe%'", dialect="duckdb")
     assert result.rows == [("Joe Sharp",)], result.error
     refused = executor.execute(dbs["sqlite"], "SELECT * FROM read_csv('/etc/passwd')", dialect="duckdb")
     assert refused.error.startswith("refused:")

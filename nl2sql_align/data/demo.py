@@ -223,9 +223,7 @@ def _school_rows(rng: Random) -> Tables:
     taken: set[str] = set()
     departments = [d for d, _ in _COURSES]
     teacher_names = _people(rng, 2 * len(departments), taken)
-    teachers = [
-        (i + 1, name, departments[i // 2], rng.randint(1990, 2022)) for i, name in enumerate(teacher_names)
-    ]
+    teachers = [(i + 1, name, departments[i // 2], rng.randint(1990, 2022)) for i, name in enumerate(teacher_names)]
     courses: list[Row] = []
     for dept, titles in _COURSES:
         staff = [t[0] for t in teachers if t[2] == dept]
@@ -310,7 +308,9 @@ def _shop_pools(t: Tables) -> dict[str, Pool]:
         "lo": _pool("lo", range(10, 55, 5)),
         "hi": _pool("hi", range(60, 210, 10)),
         "country": _pool("country", _col(t["suppliers"], 2)),
-        "supplier": _pool("supplier", sorted({s[1] for s in t["suppliers"] if any(p[4] == s[0] for p in t["products"])})),
+        "supplier": _pool(
+            "supplier", sorted({s[1] for s in t["suppliers"] if any(p[4] == s[0] for p in t["products"])})
+        ),
         "status": _pool("status", [s for s, _ in _ORDER_STATUSES]),
         "date": _pool("date", _col(t["orders"], 4)),
         "n": _pool("n", range(2, 9)),
@@ -730,7 +730,9 @@ def _populate(con, db_id: str) -> None:  # con: duckdb.DuckDBPyConnection
         con.execute(f"INSERT INTO {name} VALUES {values}")
 
 
-_LIMIT_RE = re.compile(r"^SELECT (?P<cols>.+?) FROM (?P<rest>.+) ORDER BY (?P<key>.+?)(?P<dir> DESC)? LIMIT (?P<n>\d+)$")
+_LIMIT_RE = re.compile(
+    r"^SELECT (?P<cols>.+?) FROM (?P<rest>.+) ORDER BY (?P<key>.+?)(?P<dir> DESC)? LIMIT (?P<n>\d+)$"
+)
 
 
 def _usable(con, sql: str) -> bool:

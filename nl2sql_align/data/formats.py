@@ -74,7 +74,7 @@ def resolve_database(ref: str, db_dir: Path | None, base: Path, where: str) -> t
     looked: list[Path] = []
     if ref.endswith(DB_SUFFIXES):
         path = Path(ref)
-        candidates = [path] if path.is_absolute() else [base / path, *( [db_dir / path] if db_dir else [])]
+        candidates = [path] if path.is_absolute() else [base / path, *([db_dir / path] if db_dir else [])]
         for c in candidates:
             looked.append(c)
             if c.is_file():
@@ -92,7 +92,7 @@ def resolve_database(ref: str, db_dir: Path | None, base: Path, where: str) -> t
                 looked.append(c)
                 if c.is_file():
                     return Database.from_path(str(c.resolve())), ref
-    hint = "" if db_dir else " Set data.db_dir (or a \"db_dir\" field) to the folder that holds the databases."
+    hint = "" if db_dir else ' Set data.db_dir (or a "db_dir" field) to the folder that holds the databases.'
     raise DataError(f"{where}: database {ref!r} not found (looked for {', '.join(map(str, looked))}).{hint}")
 
 

@@ -106,22 +106,35 @@ def load_preferences(spec: str, data, *, limit: int | None = None) -> list[Prefe
             example = None
         elif "question" in rec:
             gold = rec.get("sql") or rec.get("chosen") or rec.get("completion")
-            example = _native_example({**rec, "sql": gold if isinstance(gold, str) else "-"}, where, i, dbs, data.db,
-                                      path.stem)
+            example = _native_example(
+                {**rec, "sql": gold if isinstance(gold, str) else "-"}, where, i, dbs, data.db, path.stem
+            )
             prompt = build_messages(example, data.schema, data.system_prompt)
             conv = True
         else:
             raise DataError(f'{where}: no prompt: give "question" and "db" (our layout) or "prompt" (TRL layout)')
         if paired:
-            records.append(PreferenceRecord(
-                rid, prompt, _answer(rec["chosen"], conv, where, "chosen"), _answer(rec["rejected"], conv, where, "rejected"),
-                example=example, source=where,
-            ))
+            records.append(
+                PreferenceRecord(
+                    rid,
+                    prompt,
+                    _answer(rec["chosen"], conv, where, "chosen"),
+                    _answer(rec["rejected"], conv, where, "rejected"),
+                    example=example,
+                    source=where,
+                )
+            )
         else:
-            records.append(PreferenceRecord(
-                rid, prompt, completion=_answer(rec["completion"], conv, where, "completion"), label=rec["label"],
-                example=example, source=where,
-            ))
+            records.append(
+                PreferenceRecord(
+                    rid,
+                    prompt,
+                    completion=_answer(rec["completion"], conv, where, "completion"),
+                    label=rec["label"],
+                    example=example,
+                    source=where,
+                )
+            )
     if not records:
         raise DataError(f"{path}: no preference records found")
     if len(kinds) > 1:

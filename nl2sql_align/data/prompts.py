@@ -35,13 +35,22 @@ def format_answer(sql: str) -> str:
     return f"```sql\n{sql.strip()}\n```"
 
 
+# Model output is untrusted text of any size. These patterns stay linear in it: one lazy scan from each fence
+# to the next fence (or the end), no nested quantifiers, so no catastrophic backtracking (2 MB of fences,
+# backticks or spaces takes milliseconds; tests/test_fuzz_untrusted_sql.py).
 _FENCE = re.compile(r"```(?:sql|SQL|sqlite|duckdb)?[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _SQL_FENCE = re.compile(r"```(?:sql|SQL)[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
+_CLOSED_SQL_BLOCK = re.compile(r"```(?:sql|SQL)[ \t]*\n.*?```", re.DOTALL)
+
+
+def _as_text(text) -> str:
+    return text if isinstance(text, str) else "" if text is None else str(text)
 
 
 def extract_sql(text: str) -> str:
     """The last ```sql block; else the last ``` block; else the bare text. An unclosed block counts
-    (generation often stops at the token limit before the closing fence)."""
+    (generation often stops at the token limit before the closing fence). Never raises (None gives "")."""
+    text = _as_text(text)
     blocks = [b for b in _SQL_FENCE.findall(text) if b.strip()]
     if not blocks:
         blocks = [b for b in _FENCE.findall(text) if b.strip()]
@@ -50,4 +59,4 @@ def extract_sql(text: str) -> str:
 
 
 def has_sql_block(text: str) -> bool:
-    return bool(re.search(r"```(?:sql|SQL)[ \t]*\n.*?```", text, re.DOTALL))
+    return bool(_CLOSED_SQL_BLOCK.search(_as_text(text)))

@@ -199,8 +199,7 @@ def _duckdb_schema(path: str, k: int) -> list[Table]:
         names = [
             r[0]
             for r in conn.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT internal "
-                "ORDER BY table_oid"
+                "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT internal ORDER BY table_oid"
             ).fetchall()
         ]
         tables = []

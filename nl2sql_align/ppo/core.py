@@ -110,8 +110,8 @@ def value_loss(
 class KLController:
     """The KL coefficient: fixed, or adapted towards a target KL per sequence (Ziegler et al. 2019, sec. 2.2):
 
-        e    = clip(KL / target - 1, -0.2, 0.2)
-        beta = beta * (1 + e * n / horizon)        (n = sequences since the last update)
+    e    = clip(KL / target - 1, -0.2, 0.2)
+    beta = beta * (1 + e * n / horizon)        (n = sequences since the last update)
     """
 
     def __init__(self, coef: float, target: float | None = None, horizon: int = 10_000):

@@ -40,7 +40,9 @@ class ValueHeadModel(nn.Module):
         device = next(policy.parameters()).device
         self.v_head.to(device)
         # transformers.Trainer must not .to() a bitsandbytes model (it is placed at load time).
-        method = getattr(policy, "quantization_method", None) or getattr(getattr(policy, "base_model", None), "quantization_method", None)
+        method = getattr(policy, "quantization_method", None) or getattr(
+            getattr(policy, "base_model", None), "quantization_method", None
+        )
         if method is not None:
             self.quantization_method = method
 
@@ -89,7 +91,10 @@ class ValueHeadModel(nn.Module):
     def save_value_head(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
 
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.v_head.state_dict().items()}, str(Path(folder) / VALUE_HEAD_FILE))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.v_head.state_dict().items()},
+            str(Path(folder) / VALUE_HEAD_FILE),
+        )
 
     def load_value_head(self, folder: str | Path) -> None:
         from safetensors.torch import load_file

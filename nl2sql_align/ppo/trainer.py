@@ -154,7 +154,9 @@ class PPOTrainer(Trainer):
         pg_loss, clip_frac, approx_kl = core.policy_loss(
             logprobs, inputs["old_logprobs"], inputs["advantages"], mask, args.cliprange
         )
-        vf_loss, vf_clip_frac = core.value_loss(values, inputs["old_values"], inputs["returns"], mask, args.cliprange_value)
+        vf_loss, vf_clip_frac = core.value_loss(
+            values, inputs["old_values"], inputs["returns"], mask, args.cliprange_value
+        )
         loss = pg_loss + args.vf_coef * vf_loss
         with torch.no_grad() if not args.ent_coef else torch.enable_grad():
             entropy = core.masked_mean(entropy_from_logits(logits), mask)
@@ -206,9 +208,7 @@ class PPOTrainer(Trainer):
         attention_mask = torch.cat([enc["attention_mask"], response_mask], dim=1)
         # Left padding shifts positions; number the real tokens from 0, as generate() did.
         position_ids = (attention_mask.cumsum(1) - 1).clamp(min=0)
-        completions = tok.batch_decode(
-            [response[i, : lengths[i]] for i in range(len(rows))], skip_special_tokens=True
-        )
+        completions = tok.batch_decode([response[i, : lengths[i]] for i in range(len(rows))], skip_special_tokens=True)
 
         logprobs, values = self._forward_logprobs(input_ids, attention_mask, position_ids, T, value=True)
         ref_logprobs = self._reference_logprobs(input_ids, attention_mask, position_ids, T)
@@ -242,9 +242,14 @@ class PPOTrainer(Trainer):
         self.kl_ctl.update(mean_kl, len(rows) * self.accelerator.num_processes)
         self._write_completions(prompts, completions, components, scores, extra)
         return {
-            "input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
-            "response_mask": response_mask, "old_logprobs": logprobs, "old_values": values,
-            "advantages": advantages, "returns": returns,
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "response_mask": response_mask,
+            "old_logprobs": logprobs,
+            "old_values": values,
+            "advantages": advantages,
+            "returns": returns,
         }
 
     @staticmethod
@@ -253,7 +258,9 @@ class PPOTrainer(Trainer):
         closed; `ended` is False for completions cut at max_completion_length."""
         T = response.shape[1]
         is_eos = response == eos_id
-        first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full_like(is_eos[:, 0], T, dtype=torch.long))
+        first_eos = torch.where(
+            is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full_like(is_eos[:, 0], T, dtype=torch.long)
+        )
         lengths = first_eos.clone()
         ended = is_eos.any(1)
         if stop is not None:
@@ -273,8 +280,13 @@ class PPOTrainer(Trainer):
             logits, values = model(input_ids, attention_mask, position_ids, logits_to_keep=T + 1)
             values = values[:, :-1]
         else:  # the reference: a causal LM without a value head
-            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-                        logits_to_keep=T + 1)
+            out = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+                logits_to_keep=T + 1,
+            )
             logits, values = out.logits, None
         logits = logits[:, :-1].float() / self.args.temperature
         return logits, selective_log_softmax(logits, input_ids[:, -T:]), values
@@ -314,7 +326,13 @@ class PPOTrainer(Trainer):
         total = torch.zeros(len(rows), device=device)
         components = {}
         for fn, weight in zip(self.reward_funcs, self.reward_weights, strict=True):
-            out = fn(prompts=prompts, completions=messages, log_extra=extra.__setitem__, log_metric=lambda *a: None, **columns)
+            out = fn(
+                prompts=prompts,
+                completions=messages,
+                log_extra=extra.__setitem__,
+                log_metric=lambda *a: None,
+                **columns,
+            )
             vals = torch.tensor([math.nan if v is None else float(v) for v in out], device=device)
             components[fn.__name__] = vals
             total += weight * torch.nan_to_num(vals, nan=0.0)
@@ -386,9 +404,7 @@ class PPOTrainer(Trainer):
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            (folder / PPO_STATE_FILE).write_text(
-                json.dumps({"kl_coef": self.kl_ctl.value}) + "\n", encoding="utf-8"
-            )
+            (folder / PPO_STATE_FILE).write_text(json.dumps({"kl_coef": self.kl_ctl.value}) + "\n", encoding="utf-8")
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
@@ -404,11 +420,14 @@ class PPOTrainer(Trainer):
             if (folder / "model.safetensors").is_file():
                 from safetensors.torch import load_file
 
-                missing, unexpected = model.policy.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+                missing, unexpected = model.policy.load_state_dict(
+                    load_file(str(folder / "model.safetensors")), strict=False
+                )
                 tied = set(getattr(model.policy, "_tied_weights_keys", None) or {})
                 if unexpected or [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]:
-                    raise RuntimeError(f"{folder}: checkpoint does not match the policy (missing {missing}, unexpected {unexpected})")
+                    raise RuntimeError(
+                        f"{folder}: checkpoint does not match the policy (missing {missing}, unexpected {unexpected})"
+                    )
             else:
                 load_sharded_checkpoint(model.policy, str(folder), strict=False)
         model.load_value_head(folder)
-

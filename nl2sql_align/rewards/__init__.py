@@ -1,8 +1,8 @@
 """Execution rewards for RL stages: the reward engine, TRL-contract reward functions, presets, guards.
 
-    with RewardEngine(metric="spider") as engine:
-        funcs, weights = build_reward_functions(specs_for(recipe.reward), engine)
-        GRPOTrainer(..., reward_funcs=funcs)  # with GRPOConfig(reward_weights=weights)
+with RewardEngine(metric="spider") as engine:
+    funcs, weights = build_reward_functions(specs_for(recipe.reward), engine)
+    GRPOTrainer(..., reward_funcs=funcs)  # with GRPOConfig(reward_weights=weights)
 """
 
 from nl2sql_align.rewards.engine import RewardEngine, Verdict, completion_text, default_workers
@@ -22,9 +22,7 @@ def specs_for(section) -> list[ComponentSpec]:
     if section is None:
         return list(PRESETS["default"])
     if section.components:
-        return [
-            ComponentSpec(c.name, c.weight, c.hit, c.miss, tuple(c.requires)) for c in section.components
-        ]
+        return [ComponentSpec(c.name, c.weight, c.hit, c.miss, tuple(c.requires)) for c in section.components]
     return [] if section.preset == "none" else list(PRESETS[section.preset])
 
 
@@ -43,7 +41,7 @@ def reward_functions_for(section, engine: RewardEngine | None, device=None):
         weights.append(section.model_weight)
     if not funcs:
         raise RecipeError(
-            "[reward] gives no reward: preset = \"none\" needs reward.model (a folder from `nl2sql-align rm`) "
+            '[reward] gives no reward: preset = "none" needs reward.model (a folder from `nl2sql-align rm`) '
             "or [[reward.components]]"
         )
     return funcs, weights

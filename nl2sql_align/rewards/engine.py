@@ -160,7 +160,12 @@ class RewardEngine:
         texts = [completion_text(c) for c in completions]
         n = len(texts)
         dialects = list(gold_dialect) if gold_dialect is not None else [None] * n
-        for name, col in (("gold_sql", gold_sql), ("db_path", db_path), ("db_engine", db_engine), ("gold_dialect", dialects)):
+        for name, col in (
+            ("gold_sql", gold_sql),
+            ("db_path", db_path),
+            ("db_engine", db_engine),
+            ("gold_dialect", dialects),
+        ):
             if len(col) != n:
                 raise ValueError(f"reward engine: {name} has {len(col)} values for {n} completions")
         key = (tuple(texts), tuple(gold_sql), tuple(db_path), tuple(dialects))
@@ -192,7 +197,9 @@ class RewardEngine:
 
     def gold_results(self, items: list[tuple[Database, str, str | None]]) -> list[ExecResult]:
         """Results of (database, gold SQL, dialect) items, each distinct one executed once per run."""
-        keys = [(db.path, db.engine, as_scored(sql, self.keep_distinct, self.metric), dialect) for db, sql, dialect in items]
+        keys = [
+            (db.path, db.engine, as_scored(sql, self.keep_distinct, self.metric), dialect) for db, sql, dialect in items
+        ]
         missing = [k for k in dict.fromkeys(keys) if k not in self._gold]
         if missing:
             jobs = [(Database(path, engine), sql, dialect) for path, engine, sql, dialect in missing]

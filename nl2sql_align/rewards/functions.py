@@ -92,7 +92,9 @@ def sql_r1_length_bonus(text: str, sql: str) -> float:
 class SQLCheckReward:
     """A built-in reward component over the shared engine (see module docstring)."""
 
-    def __init__(self, check: str, engine: RewardEngine, hit: float = 1.0, miss: float = 0.0, requires: Sequence[str] = ()):
+    def __init__(
+        self, check: str, engine: RewardEngine, hit: float = 1.0, miss: float = 0.0, requires: Sequence[str] = ()
+    ):
         if check not in CHECKS:
             raise ValueError(f"unknown reward check {check!r}: expected one of {', '.join(CHECKS)}")
         for r in requires:
@@ -213,7 +215,9 @@ def load_user_function(path: str) -> Callable:
     """`package.module.function` (or `package.module:function`) -> the callable."""
     module_name, _, attr = path.replace(":", ".").rpartition(".")
     if not module_name:
-        raise RecipeError(f"reward component {path!r}: expected a built-in ({', '.join(CHECKS)}) or a dotted path mypkg.rewards.fn")
+        raise RecipeError(
+            f"reward component {path!r}: expected a built-in ({', '.join(CHECKS)}) or a dotted path mypkg.rewards.fn"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

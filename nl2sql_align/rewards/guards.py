@@ -81,7 +81,9 @@ def audit_gold(examples: list[Example], engine: RewardEngine) -> GoldAudit:
         matches = [
             q
             for q, r in probe_results[ex.db]
-            if r.rows and (len(r.rows), len(r.rows[0])) == shape and results_match(ex.sql, g.rows, r.rows, engine.metric)
+            if r.rows
+            and (len(r.rows), len(r.rows[0])) == shape
+            and results_match(ex.sql, g.rows, r.rows, engine.metric)
         ]
         if len(matches) >= TRIVIAL_MATCHES or any(q in CONSTANT_PROBES for q in matches):
             audit.trivial.append((ex, matches))

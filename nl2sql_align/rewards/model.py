@@ -29,7 +29,9 @@ class RewardModelScore:
             from peft import AutoPeftModelForSequenceClassification
 
             # LoRA reward model: fold the adapters (and the trained score head) into the base once, for speed.
-            model = AutoPeftModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, dtype=dtype).merge_and_unload()
+            model = AutoPeftModelForSequenceClassification.from_pretrained(
+                str(folder), num_labels=1, dtype=dtype
+            ).merge_and_unload()
         else:
             model = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, dtype=dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -54,7 +56,9 @@ class RewardModelScore:
         ids = []
         for prompt, completion in zip(prompts, completions, strict=True):
             if isinstance(prompt, list):
-                conversation = prompt + (completion if isinstance(completion, list) else [{"role": "assistant", "content": str(completion)}])
+                conversation = prompt + (
+                    completion if isinstance(completion, list) else [{"role": "assistant", "content": str(completion)}]
+                )
                 ids.append(_tokenize(self.tokenizer, conversation)["input_ids"])
             else:
                 text = prompt + (completion if isinstance(completion, str) else str(completion))

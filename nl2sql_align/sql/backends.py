@@ -151,9 +151,7 @@ class SQLiteBackend:
         finally:
             self._deadline = float("inf")
             cursor.close()
-        return ExecResult(
-            normalize_rows(rows), columns, None, truncated=truncated, elapsed=time.monotonic() - start
-        )
+        return ExecResult(normalize_rows(rows), columns, None, truncated=truncated, elapsed=time.monotonic() - start)
 
     def close(self) -> None:
         self.conn.close()
@@ -259,9 +257,7 @@ class DuckDBBackend:
         finally:
             self._watchdog.disarm()
             cursor.close()
-        return ExecResult(
-            normalize_rows(rows), columns, None, truncated=truncated, elapsed=time.monotonic() - start
-        )
+        return ExecResult(normalize_rows(rows), columns, None, truncated=truncated, elapsed=time.monotonic() - start)
 
     def close(self) -> None:
         self.conn.close()

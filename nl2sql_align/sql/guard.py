@@ -8,16 +8,137 @@ it can recognise, and the connection settings block what it misses.
 
 from __future__ import annotations
 
-import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
-from sqlglot.tokens import TokenType
+from sqlglot.tokens import Token, TokenType
 
 DEFAULT_MAX_SQL_CHARS = 20_000
+# Brackets ((, [, {) nested deeper than this are refused before sqlglot's recursive-descent parser sees them.
+# sqlglot recurses once or more per level: ~800 levels of "(" already exceed Python's default recursion limit
+# (compiled sqlglot; pure-Python sqlglot fails near 50), and where a process has raised that limit (torch's
+# inductor raises it to 2000, user code may go higher) 5000 levels overflowed the C stack and killed the
+# interpreter with SIGSEGV, which no except clause can catch. A fixed cap gives the same verdict whatever the
+# caller's stack depth and limit. Chained subscripts count as nesting too: sqlglot's DuckDB parser types the
+# whole chain again at each `[...]` (to apply the 1-based index offset), so `SELECT [x][x]...` with 6000 links
+# took 66 s (quadratic) inside the guard, in the training process. Real queries nest a few levels (at most 3
+# in the Spider and BIRD samples' gold SQL); SQLite 3.40's own parser stops at 94 levels of "(" with "parser
+# stack overflow".
+MAX_NESTING = 100
+_OPENERS = frozenset({TokenType.L_PAREN, TokenType.L_BRACKET, TokenType.L_BRACE})
+_CLOSERS = frozenset({TokenType.R_PAREN, TokenType.R_BRACKET, TokenType.R_BRACE})
+# Text longer than this is not tokenised at all (the guard refuses anything over max_sql_chars first; this
+# bounds what transpile, remove_distinct, hardness and de-duplication spend on a runaway completion).
+MAX_PARSE_CHARS = 1_000_000
+_MAX_REASON_CHARS = 300  # refusals quote pieces of the query (a 19k-character identifier must not flood logs)
 
 
 class UnsafeSQLError(ValueError):
     """Raised by `ensure_read_only` when a statement is not exactly one read-only query."""
+
+
+class TranspileError(ValueError):
+    """Raised by `transpile` for any text it cannot translate into exactly one statement."""
+
+
+# --- parsing untrusted text ---------------------------------------------------------------------------------
+#
+# Model output is untrusted and can take any shape: thousands of nested brackets, NUL characters, lone UTF-16
+# surrogates, unterminated strings and comments, huge literals. sqlglot answers some of these with its own
+# errors and others with RecursionError, MemoryError or the odd TypeError or IndexError from a parser corner.
+# Every parse of such text goes through `tokenize_untrusted` / `parse_untrusted`, which turn every failure
+# into a reason (a string) and never raise, so that the guard, the reward engine in a training process and
+# the scorers can only ever refuse or not match.
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a failure of sqlglot on untrusted text."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    text = _first_line(str(exc))
+    return text if isinstance(exc, SqlglotError) else f"{type(exc).__name__}: {text}"
+
+
+def _unreadable(sql: str) -> str | None:
+    """Why no engine can be handed this text, before any tokenizer sees it: a NUL ends the statement early
+    in C APIs (sqlite3 refuses it, and what DuckDB would run could differ from what the guard read), and a
+    lone surrogate (a code point in U+D800..U+DFFF outside a pair) has no UTF-8 encoding, so neither engine
+    can receive the query at all."""
+    nul = sql.find("\x00")
+    if nul >= 0:
+        return f"it contains a NUL character (position {nul})"
+    try:
+        sql.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"it is not valid Unicode text (lone surrogate U+{ord(sql[e.start]):04X} at position {e.start})"
+    return None
+
+
+def _nesting(sql: str, tokens: list[Token]) -> int:
+    """How deep the tree of `tokens` nests: brackets inside brackets, plus chained subscripts (`x[1][2][3]`
+    nests Bracket(Bracket(Bracket(x))) just as deeply, with one level of brackets). Brackets in strings and
+    comments are not tokens, so they do not count."""
+    if sql.count("(") + sql.count("[") + sql.count("{") <= MAX_NESTING:
+        return 0  # cannot exceed the cap: skip the walk over the tokens (nearly every query)
+    depth = deepest = 0
+    chains = [0]  # per open bracket level: the subscripts chained so far
+    previous = None
+    for t in tokens:
+        kind = t.token_type
+        if kind in _OPENERS:
+            chained = kind == TokenType.L_BRACKET and previous == TokenType.R_BRACKET
+            chains[-1] = chains[-1] + 1 if chained else 0
+            depth += 1
+            chains.append(0)
+            deepest = max(deepest, depth + chains[-2])
+        elif kind in _CLOSERS:
+            if depth:
+                depth -= 1
+                chains.pop()
+        else:
+            chains[-1] = 0
+        previous = kind
+    return deepest
+
+
+def _tokenize(d: Dialect, sql: str) -> tuple[list[Token] | None, str | None]:
+    if not isinstance(sql, str):
+        return None, f"expected SQL text, got {type(sql).__name__}"
+    if len(sql) > MAX_PARSE_CHARS:
+        return None, f"too long to parse ({len(sql)} characters, limit {MAX_PARSE_CHARS})"
+    problem = _unreadable(sql)
+    if problem is not None:
+        return None, problem
+    try:
+        return d.tokenize(sql), None
+    except Exception as e:  # noqa: BLE001  any failure of the tokenizer on this text is a reason
+        return None, _describe(e)
+
+
+def tokenize_untrusted(sql: str, dialect: str | None = None) -> tuple[list[Token] | None, str | None]:
+    """(sqlglot's tokens of `sql`, None), or (None, why not). Never raises for any `sql`; an unknown
+    `dialect` (the caller's mistake, not the text's) raises ValueError."""
+    return _tokenize(Dialect.get_or_raise(dialect), sql)
+
+
+def parse_untrusted(sql: str, dialect: str | None = None) -> tuple[list[exp.Expression | None] | None, str | None]:
+    """(the statements sqlglot parses `sql` into, exactly as `sqlglot.parse(sql, read=dialect)`, None), or
+    (None, why it cannot be parsed). Never raises for any `sql` (see `tokenize_untrusted`): too deep
+    nesting (`MAX_NESTING`), NUL characters, lone surrogates, RecursionError, MemoryError and any exception
+    sqlglot raises all become the reason."""
+    d = Dialect.get_or_raise(dialect)
+    tokens, problem = _tokenize(d, sql)
+    if tokens is None:
+        return None, problem
+    depth = _nesting(sql, tokens)
+    if depth > MAX_NESTING:
+        return None, f"nested too deeply ({depth} levels of brackets, limit {MAX_NESTING})"
+    try:
+        return d.parser().parse(tokens, sql), None
+    except Exception as e:  # noqa: BLE001
+        return None, _describe(e)
 
 
 # Top-level statements that may run: a SELECT (with or without WITH), a set operation over SELECTs, or a
@@ -87,18 +208,32 @@ def _first_line(message: str, limit: int = 200) -> str:
     return line[:limit]
 
 
+def _clip(reason: str) -> str:
+    return reason if len(reason) <= _MAX_REASON_CHARS else reason[: _MAX_REASON_CHARS - 3] + "..."
+
+
 def check_read_only(sql: str, dialect: str, max_sql_chars: int = DEFAULT_MAX_SQL_CHARS) -> str | None:
-    """Return None if `sql` is exactly one read-only query in `dialect`, else why it is refused."""
+    """Return None if `sql` is exactly one read-only query in `dialect`, else why it is refused.
+
+    Never raises for any `sql`, whatever its shape (see `parse_untrusted`); a failure while inspecting the
+    tree refuses the query too (fail closed). Only an unknown `dialect` raises (ValueError)."""
     if not isinstance(sql, str) or not sql.strip():
         return "empty query"
     # Cap the length before parsing: a 20k-arm UNION ALL took DuckDB 119 s just to plan (DESIGN.md), and
     # sqlglot's parse time grows with the text too.
     if len(sql) > max_sql_chars:
         return f"query too long ({len(sql)} characters, limit {max_sql_chars})"
+    parsed, problem = parse_untrusted(sql, dialect)
+    if parsed is None:
+        return f"could not parse as {dialect} SQL: {problem}"
     try:
-        parsed = sqlglot.parse(sql, read=dialect)
-    except SqlglotError as e:
-        return f"could not parse as {dialect} SQL: {_first_line(str(e))}"
+        reason = _refusal(parsed, sql)
+    except Exception as e:  # noqa: BLE001  a tree the checks cannot walk is not known to be read-only
+        reason = f"could not parse as {dialect} SQL: {_describe(e)}"
+    return None if reason is None else _clip(reason)
+
+
+def _refusal(parsed: list[exp.Expression | None], sql: str) -> str | None:
     # `SELECT 1;` yields a trailing None, `SELECT 1; -- c` a Semicolon node holding the comment.
     statements = [s for s in parsed if s is not None and not isinstance(s, exp.Semicolon)]
     if not statements:
@@ -132,12 +267,22 @@ def ensure_read_only(sql: str, dialect: str, max_sql_chars: int = DEFAULT_MAX_SQ
 
 
 def transpile(sql: str, read: str, write: str) -> str:
-    """Translate one statement from dialect `read` to `write`; returns `sql` unchanged when they are equal."""
+    """Translate one statement from dialect `read` to `write`; returns `sql` unchanged when they are equal.
+
+    Raises `TranspileError` (a ValueError) for any text it cannot turn into exactly one statement, whatever
+    sqlglot raised on the way (parse errors, unsupported syntax, RecursionError on deep trees, ...)."""
     if read == write:
         return sql
-    out = [s for s in sqlglot.transpile(sql, read=read, write=write) if s.strip()]
+    writer = Dialect.get_or_raise(write)
+    parsed, problem = parse_untrusted(sql, read)
+    if parsed is None:
+        raise TranspileError(problem)
+    try:
+        out = [s for s in (writer.generate(e, copy=False) if e else "" for e in parsed) if s.strip()]
+    except Exception as e:  # noqa: BLE001  the generator recurses too, and may reject what it cannot write
+        raise TranspileError(_describe(e)) from None
     if len(out) != 1:
-        raise ValueError(f"expected one statement, found {len(out)}")
+        raise TranspileError(f"expected one statement, found {len(out)}")
     return out[0]
 
 
@@ -147,18 +292,20 @@ def remove_distinct(sql: str, dialect: str | None = None) -> str:
     The official `parse.remove_distinct` flattens sqlparse tokens and drops those equal to 'distinct',
     keeping the surrounding whitespace; here sqlglot's tokenizer finds the keyword positions and they are
     cut out of the original string, so string literals and quoted identifiers spelled 'distinct' survive.
-    If the text cannot be tokenised it is returned unchanged (it will fail to execute anyway).
+    If the text cannot be tokenised it is returned unchanged (it will fail to execute anyway). Never raises.
     """
+    tokens, _ = tokenize_untrusted(sql, dialect)
+    if not tokens:
+        return sql
     try:
-        tokens = sqlglot.tokenize(sql, read=dialect)
-    except SqlglotError:
+        spans = [(t.start, t.end + 1) for t in tokens if t.token_type == TokenType.DISTINCT]
+        if not spans:
+            return sql
+        pieces, cursor = [], 0
+        for start, end in spans:
+            pieces.append(sql[cursor:start])
+            cursor = end
+        pieces.append(sql[cursor:])
+        return "".join(pieces)
+    except Exception:  # noqa: BLE001  odd token positions: leave the text as it is
         return sql
-    spans = [(t.start, t.end + 1) for t in tokens if t.token_type == TokenType.DISTINCT]
-    if not spans:
-        return sql
-    pieces, cursor = [], 0
-    for start, end in spans:
-        pieces.append(sql[cursor:start])
-        cursor = end
-    pieces.append(sql[cursor:])
-    return "".join(pieces)

@@ -50,7 +50,9 @@ Where this differs from the official parser, and why:
   * Aggregates are the official five (COUNT, SUM, AVG, MIN, MAX); every call found in a SELECT column,
     GROUP BY or ORDER BY expression counts, where the official parser reads at most one per column (it
     cannot parse more, e.g. `max(a) - min(a)`).
-  * SQL that sqlglot cannot parse, or that is not a single query, gets UNKNOWN.
+  * SQL that sqlglot cannot parse, or that is not a single query, gets UNKNOWN; so does any text the
+    analysis fails on (parsed with the guard's `parse_untrusted`: deep nesting, NUL characters and the like
+    never raise), since predictions are untrusted model output.
 """
 
 from __future__ import annotations
@@ -59,8 +61,9 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import NamedTuple
 
-import sqlglot
 from sqlglot import exp
+
+from nl2sql_align.sql.guard import parse_untrusted
 
 SPIDER_LEVELS = ("easy", "medium", "hard", "extra")
 BIRD_LEVELS = ("simple", "moderate", "challenging")
@@ -102,11 +105,19 @@ def spider_hardness(sql: str, dialect: str | None = None) -> str:
 
 @lru_cache(maxsize=65536)  # reports classify the same gold SQL more than once
 def hardness_counts(sql: str, dialect: str | None = None) -> HardnessCounts | None:
-    """The three official counts of the top-level query, or None if it cannot be parsed as one query."""
-    try:
-        statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
-    except (sqlglot.errors.SqlglotError, ValueError, RecursionError):
+    """The three official counts of the top-level query, or None if it cannot be parsed as one query.
+    Never raises for any `sql`: a failure anywhere in the analysis is None too."""
+    parsed, _ = parse_untrusted(sql, dialect)
+    if parsed is None:
         return None
+    try:
+        return _counts(parsed)
+    except Exception:  # noqa: BLE001  untrusted text: no level rather than a crash
+        return None
+
+
+def _counts(parsed: list[exp.Expression | None]) -> HardnessCounts | None:
+    statements = [s for s in parsed if s is not None]
     if len(statements) != 1:
         return None
     root = statements[0]
@@ -165,19 +176,20 @@ def _flatten(cond: exp.Expression | None) -> tuple[list[exp.Expression], list[st
     whether the parser stopped reading the query inside it (see `_as_official_parser_reads`)."""
     preds: list[exp.Expression] = []
     connectors: list[str] = []
-
-    def walk(e: exp.Expression) -> None:
+    # In order, left operand, connector, right operand; with a stack rather than recursion: sqlglot builds a
+    # chain of 2,000 ANDs as a tree 2,000 deep.
+    stack: list[exp.Expression | str] = [cond] if cond is not None else []
+    while stack:
+        e = stack.pop()
+        if isinstance(e, str):
+            connectors.append(e)
+            continue
         while isinstance(e, exp.Paren):
             e = e.this
         if isinstance(e, exp.Connector):  # And, Or (Xor too)
-            walk(e.this)
-            connectors.append("or" if isinstance(e, exp.Or) else "and")
-            walk(e.expression)
+            stack += [e.expression, "or" if isinstance(e, exp.Or) else "and", e.this]
         else:
             preds.append(e)
-
-    if cond is not None:
-        walk(cond)
     return _as_official_parser_reads(preds, connectors)
 
 
@@ -205,9 +217,28 @@ def _double_quoted_string(col: exp.Column) -> bool:
 
 # Predicates made only of these have no "(", ")", "," or keyword token that would stop the official skip.
 _PLAIN = (
-    exp.Column, exp.Identifier, exp.Literal, exp.Null, exp.Boolean, exp.Star, exp.Neg, exp.Not, exp.Is,
-    exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike, exp.Between,
-    exp.Add, exp.Sub, exp.Mul, exp.Div,
+    exp.Column,
+    exp.Identifier,
+    exp.Literal,
+    exp.Null,
+    exp.Boolean,
+    exp.Star,
+    exp.Neg,
+    exp.Not,
+    exp.Is,
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.Like,
+    exp.ILike,
+    exp.Between,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Div,
 )
 
 

@@ -128,6 +128,10 @@ def _run_job(cache: OrderedDict[str, Backend], cfg: dict, path: str, engine: str
         return backend.run(sql)
     except MemoryError:
         return error_result("out of memory")
+    except Exception as e:  # noqa: BLE001
+        # The backends turn a query's own errors into results; anything else that escapes (say, a result too
+        # deep to convert) is answered as an error too, so that a weird query never costs the worker.
+        return error_result(f"query failed: {_first_line(e)}")
 
 
 def worker_main(fd: int, config_json: str) -> None:
@@ -252,9 +256,7 @@ class SQLExecutor:
         """Process ids of the workers started so far (for monitoring and tests)."""
         return [w.pid for w in self._workers]
 
-    def execute(
-        self, db: Database | str | os.PathLike[str], sql: str, dialect: str | None = None
-    ) -> ExecResult:
+    def execute(self, db: Database | str | os.PathLike[str], sql: str, dialect: str | None = None) -> ExecResult:
         """Run one query. `dialect` is the dialect `sql` is written in (None: the database's own)."""
         return self.execute_many([(db, sql, dialect)])[0]
 
@@ -289,28 +291,37 @@ class SQLExecutor:
 
     # -- preparation (parent, before any worker sees the SQL) ------------------------------------------------
 
-    def _prepare(
-        self, db: Database | str | os.PathLike[str], sql: str, dialect: str | None
-    ) -> Job | ExecResult:
+    def _prepare(self, db: Database | str | os.PathLike[str], sql: str, dialect: str | None) -> Job | ExecResult:
         db = ensure_database(db)
         if not os.path.isfile(db.path):  # checked here too so that nothing is ever asked to open it
             return error_result(f"database not found: {db.path}")
         if not isinstance(sql, str):
             return error_result(f"refused: expected SQL text, got {type(sql).__name__}")
-        if dialect is not None and dialect != db.dialect:
+        try:
+            sql_or_refusal = self._checked_sql(sql, dialect, db.dialect)
+        except Exception as e:  # noqa: BLE001  the guard never raises on any text; if it ever did, refuse
+            # the query rather than fail the caller's whole batch (a training step, an evaluation)
+            return error_result(f"refused: could not parse as {dialect or db.dialect} SQL: {_first_line(e)}")
+        if isinstance(sql_or_refusal, ExecResult):
+            return sql_or_refusal
+        # Absolute: workers keep the working directory they started in, the caller may have moved since.
+        return (os.path.abspath(db.path), db.engine, sql_or_refusal)
+
+    def _checked_sql(self, sql: str, dialect: str | None, target: str) -> str | ExecResult:
+        """The SQL a worker will run (transpiled into `target`, the database's dialect), or the refusal."""
+        if dialect is not None and dialect != target:
             # Check in the dialect it was written in, then transpile, then check what will actually run.
             reason = check_read_only(sql, dialect, self.max_sql_chars)
             if reason is not None:
                 return error_result(f"refused: {reason}")
             try:
-                sql = transpile(sql, read=dialect, write=db.dialect)
-            except Exception as e:  # sqlglot raises several types (ParseError, UnsupportedError, ...)
+                sql = transpile(sql, read=dialect, write=target)
+            except Exception as e:  # TranspileError for anything sqlglot cannot translate
                 return error_result(f"transpile: {_first_line(e)}")
-        reason = check_read_only(sql, db.dialect, self.max_sql_chars)
+        reason = check_read_only(sql, target, self.max_sql_chars)
         if reason is not None:
             return error_result(f"refused: {reason}")
-        # Absolute: workers keep the working directory they started in, the caller may have moved since.
-        return (os.path.abspath(db.path), db.engine, sql)
+        return sql
 
     # -- worker management -----------------------------------------------------------------------------------
 
@@ -342,9 +353,7 @@ class SQLExecutor:
         _kill(worker)
         self._workers[self._workers.index(worker)] = self._spawn()
 
-    def _dispatch(
-        self, jobs: dict[int, Job], results: list[ExecResult | None], *, progress: bool, total: int
-    ) -> None:
+    def _dispatch(self, jobs: dict[int, Job], results: list[ExecResult | None], *, progress: bool, total: int) -> None:
         if not jobs:
             return
         # Lazy start: no more workers than there is work for.
@@ -419,9 +428,7 @@ class SQLExecutor:
                     done += 1
                     self._replace(w)
                 elif not w.ready and now >= w.started + WORKER_START_TIMEOUT:
-                    raise RuntimeError(
-                        f"SQL worker {w.pid} did not start within {WORKER_START_TIMEOUT:.0f} s"
-                    )
+                    raise RuntimeError(f"SQL worker {w.pid} did not start within {WORKER_START_TIMEOUT:.0f} s")
             if progress and done != shown:
                 print(f"\rSQL {done}/{total}", end="", file=sys.stderr, flush=True)
                 shown = done

@@ -88,7 +88,7 @@ def training_rows(records, method: str) -> list[dict]:
     if not records[0].paired:
         raise DataError(
             f"{records[0].source.rsplit(':', 1)[0]}: method {method!r} needs pairs (chosen/rejected); labelled "
-            "completions train with preference.method = \"kto\""
+            'completions train with preference.method = "kto"'
         )
     return [r.trl_row() for r in records]
 
@@ -110,7 +110,10 @@ def _build(ctx: StageContext):
     )
     if method in EXPERIMENTAL:
         if ctx.quantization_config is not None:
-            ctx.args.model_init_kwargs = {**(ctx.args.model_init_kwargs or {}), "quantization_config": ctx.quantization_config}
+            ctx.args.model_init_kwargs = {
+                **(ctx.args.model_init_kwargs or {}),
+                "quantization_config": ctx.quantization_config,
+            }
     else:
         kwargs["quantization_config"] = ctx.quantization_config
     return _trainer_class(method)(**kwargs)
@@ -129,7 +132,7 @@ def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
         config_class(method),
         _build,
         overwrite=overwrite,
-            resume=resume,
+        resume=resume,
         train_defaults=train_defaults(method),
         check_train=check_train(method),
         load_data=load_preference_data,

@@ -102,7 +102,9 @@ def _completions_logger_class():
                     row = {"step": self.state.global_step, "prompt": question_of(self._logs["prompt"][i])}
                     row["completion"] = completion_text(self._logs["completion"][i])
                     row["rewards"] = {k: rounded(v[i]) for k, v in self._logs["rewards"].items() if i < len(v)}
-                    row["advantage"] = rounded(self._logs["advantages"][i]) if i < len(self._logs["advantages"]) else None
+                    row["advantage"] = (
+                        rounded(self._logs["advantages"][i]) if i < len(self._logs["advantages"]) else None
+                    )
                     for k, v in self._logs["extra"].items():
                         if i < len(v):
                             row[k] = v[i]
@@ -135,7 +137,8 @@ def audit_and_filter(examples, recipe: Recipe, engine, console: Console | None =
     if audit.failing:
         raise failing_gold_error(
             [f"{ex.source or ex.id}: {err}" for ex, err in audit.failing],
-            "those examples can never earn an execution reward", f"Fix or remove them from {recipe.data.train}.",
+            "those examples can never earn an execution reward",
+            f"Fix or remove them from {recipe.data.train}.",
         )
     console = console or Console(stderr=True)
     for line in audit.report(len(examples)):
@@ -161,7 +164,9 @@ def _build_with(engine_holder: dict):
 
         recipe = ctx.recipe
         if "reward_weights" in recipe.train:
-            raise RecipeError(f"{recipe.source}: set reward weights in [reward] (weight = ...), not train.reward_weights")
+            raise RecipeError(
+                f"{recipe.source}: set reward weights in [reward] (weight = ...), not train.reward_weights"
+            )
         engine = engine_for(recipe.reward, num_processes=ctx.args.world_size)
         engine_holder["engine"] = engine
         section = recipe.reward
@@ -199,6 +204,12 @@ def run_with_engine(stage: str, recipe: Recipe, config_cls: type, build_with, **
 
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
     return run_with_engine(
-        "grpo", recipe, config_class(), _build_with, overwrite=overwrite, resume=resume,
-        train_defaults=TRAIN_DEFAULTS, check_train=check_batch_sizes,
+        "grpo",
+        recipe,
+        config_class(),
+        _build_with,
+        overwrite=overwrite,
+        resume=resume,
+        train_defaults=TRAIN_DEFAULTS,
+        check_train=check_batch_sizes,
     )

@@ -39,7 +39,7 @@ def _ids(tokenizer, prompt, answer) -> tuple[list[int], list[int]]:
             p = tokenizer.apply_chat_template(prompt, tokenize=False)
         return (
             tokenizer(p, add_special_tokens=False)["input_ids"],
-            tokenizer(full[len(p):], add_special_tokens=False)["input_ids"],
+            tokenizer(full[len(p) :], add_special_tokens=False)["input_ids"],
         )
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     return tokenizer(prompt)["input_ids"], tokenizer(answer, add_special_tokens=False)["input_ids"] + eos
@@ -58,7 +58,9 @@ def answer_logprobs(model, tokenizer, prompts: list, answers: list, batch_size: 
     with torch.no_grad():
         for start in range(0, len(prompts), batch_size):
             seqs, starts = [], []
-            for prompt, answer in zip(prompts[start : start + batch_size], answers[start : start + batch_size], strict=True):
+            for prompt, answer in zip(
+                prompts[start : start + batch_size], answers[start : start + batch_size], strict=True
+            ):
                 p, a = _ids(tokenizer, prompt, answer)
                 seqs.append(p + a)
                 starts.append(len(p))

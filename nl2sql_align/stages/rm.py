@@ -33,7 +33,9 @@ def config_class():
 def _load(recipe: Recipe):
     train, _, held = load_preference_data(recipe, generates=False)
     if not train[0].paired:
-        raise DataError(f"{recipe.data.train}: a reward model trains on pairs (chosen/rejected), not labelled completions")
+        raise DataError(
+            f"{recipe.data.train}: a reward model trains on pairs (chosen/rejected), not labelled completions"
+        )
     return train, [], held
 
 
@@ -69,11 +71,22 @@ def heldout_accuracy(trainer, ctx: StageContext) -> dict[str, float]:
     if trainer.eval_dataset is None:
         return {}
     metrics = trainer.evaluate()
-    return {k.removeprefix("eval_"): float(v) for k, v in metrics.items() if k in ("eval_accuracy", "eval_margin", "eval_loss")}
+    return {
+        k.removeprefix("eval_"): float(v)
+        for k, v in metrics.items()
+        if k in ("eval_accuracy", "eval_margin", "eval_loss")
+    }
 
 
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
     return run_stage(
-        "rm", recipe, config_class(), _build, overwrite=overwrite, resume=resume, train_defaults=TRAIN_DEFAULTS,
-        load_data=_load, heldout=heldout_accuracy,
+        "rm",
+        recipe,
+        config_class(),
+        _build,
+        overwrite=overwrite,
+        resume=resume,
+        train_defaults=TRAIN_DEFAULTS,
+        load_data=_load,
+        heldout=heldout_accuracy,
     )

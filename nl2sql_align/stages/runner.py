@@ -44,13 +44,15 @@ def resolved_command() -> str:
 
 def _final_dir(output_dir: str) -> Path:
     if not output_dir:
-        raise RecipeError("output_dir is not set: add output_dir = \"out/...\" to the recipe or --set output_dir=...")
+        raise RecipeError('output_dir is not set: add output_dir = "out/..." to the recipe or --set output_dir=...')
     return Path(output_dir)
 
 
 def _refuse_existing(final: Path, overwrite: bool) -> None:
     if final.exists() and any(final.iterdir()) and not overwrite:
-        raise UserError(f"{final} already exists and is not empty; pass --overwrite to replace it once the new run completes")
+        raise UserError(
+            f"{final} already exists and is not empty; pass --overwrite to replace it once the new run completes"
+        )
 
 
 def prepare_output_dir(output_dir: str, overwrite: bool) -> tuple[Path, Path]:
@@ -61,7 +63,9 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> tuple[Path, Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     except OSError as e:
-        raise UserError(f"cannot create the output folder {final}: {e.strerror or e}; choose a writable folder") from None
+        raise UserError(
+            f"cannot create the output folder {final}: {e.strerror or e}; choose a writable folder"
+        ) from None
     return final, work
 
 
@@ -96,7 +100,7 @@ def prepare_training_dir(output_dir: str, overwrite: bool, resume: bool) -> tupl
         if not ckpts:
             raise UserError(
                 f"--resume: no complete checkpoint in {work}. Checkpoints are written when [train] sets "
-                "save_strategy = \"steps\" and save_steps = N; without one, start the run again without --resume"
+                'save_strategy = "steps" and save_steps = N; without one, start the run again without --resume'
             )
         return final, work, ckpts[-1]
     _refuse_existing(final, overwrite)
@@ -110,7 +114,9 @@ def prepare_training_dir(output_dir: str, overwrite: bool, resume: bool) -> tupl
             shutil.rmtree(work)  # an earlier attempt that never reached a checkpoint: nothing to keep
         work.mkdir(parents=True)
     except OSError as e:
-        raise UserError(f"cannot create the output folder {work.parent}: {e.strerror or e}; choose a writable output_dir") from None
+        raise UserError(
+            f"cannot create the output folder {work.parent}: {e.strerror or e}; choose a writable output_dir"
+        ) from None
     return final, work, None
 
 
@@ -162,7 +168,11 @@ def build_peft_config(recipe: Recipe, task_type: str = "CAUSAL_LM", modules_to_s
 
     lo = recipe.lora
     return LoraConfig(
-        r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules, task_type=task_type,
+        r=lo.r,
+        lora_alpha=lo.alpha,
+        lora_dropout=lo.dropout,
+        target_modules=lo.target_modules,
+        task_type=task_type,
         modules_to_save=modules_to_save,
     )
 
@@ -252,7 +262,11 @@ class MetricsLogger:
         seconds = time.time() - (self.train_started or self.t0)
         steps = state.global_step - self.first_step
         row = {
-            "step": state.global_step, "event": "train_end", "stage": self.stage, "train_seconds": round(seconds, 3), "steps": steps,
+            "step": state.global_step,
+            "event": "train_end",
+            "stage": self.stage,
+            "train_seconds": round(seconds, 3),
+            "steps": steps,
             "seconds_per_step": round(seconds / steps, 4) if steps > 0 else None,
             # ru_maxrss is in KiB on Linux: the peak resident memory of this process (model, optimizer, batches).
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -334,10 +348,19 @@ class BatchTrace:
         params = [p.detach() for _, p in sorted(model.named_parameters())]
         rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"rank{rank}.json").write_text(json.dumps({
-            "rank": rank, "world_size": world, "global_step": trainer.state.global_step,
-            "batches": self.batches, "params": _fingerprint(params),
-        }) + "\n", encoding="utf-8")
+        (self.folder / f"rank{rank}.json").write_text(
+            json.dumps(
+                {
+                    "rank": rank,
+                    "world_size": world,
+                    "global_step": trainer.state.global_step,
+                    "batches": self.batches,
+                    "params": _fingerprint(params),
+                }
+            )
+            + "\n",
+            encoding="utf-8",
+        )
 
 
 def _fingerprint(tensors) -> str:
@@ -363,7 +386,9 @@ def restore_4bit_training_layout(model) -> None:
     for module in model.modules():
         state = getattr(getattr(module, "weight", None), "quant_state", None)
         if isinstance(module, Linear4bit) and getattr(state, "packing_format_for_cpu", False):
-            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(module.weight.data, state)
+            module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                module.weight.data, state
+            )
 
 
 def checkpoint_marker():
@@ -462,9 +487,7 @@ def run_stage(
 
                 # The trained model is in memory: eval generates with it (HF), whatever eval.backend says.
                 policy = HFGenerator(getattr(trainer, "eval_model", trainer.model), ctx.tokenizer)
-                summary = evaluate_model(
-                    policy, eval_examples, recipe, report_dir=work / "eval", title=f"{stage} eval"
-                )
+                summary = evaluate_model(policy, eval_examples, recipe, report_dir=work / "eval", title=f"{stage} eval")
             write_model_card(work, final.name, stage, recipe, len(train_examples), train_seconds, summary, measured)
             publish(work, final)
         if trace is not None:
@@ -499,7 +522,13 @@ def load_stage_examples(recipe: Recipe) -> tuple[list, list, list]:
 
 
 def write_model_card(
-    out: Path, name: str, stage: str, recipe: Recipe, n_train: int, seconds: float, summary: dict | None,
+    out: Path,
+    name: str,
+    stage: str,
+    recipe: Recipe,
+    n_train: int,
+    seconds: float,
+    summary: dict | None,
     measured: dict | None = None,
 ) -> None:
     unit = "examples" if stage in ("sft", "grpo", "ppo") else "preference records"

@@ -32,12 +32,33 @@ class SamplingParams:
 
 
 class LLM:
-    def __init__(self, model: str, *, tokenizer: str | None = None, seed: int = 0, gpu_memory_utilization: float = 0.9,
-                 enable_lora: bool = False, max_lora_rank: int = 16, **kwargs):
+    def __init__(
+        self,
+        model: str,
+        *,
+        tokenizer: str | None = None,
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.9,
+        enable_lora: bool = False,
+        max_lora_rank: int = 16,
+        **kwargs,
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        EVENTS.append(("LLM", {"model": model, "tokenizer": tokenizer, "seed": seed, "enable_lora": enable_lora,
-                               "max_lora_rank": max_lora_rank, "gpu_memory_utilization": gpu_memory_utilization, **kwargs}))
+        EVENTS.append(
+            (
+                "LLM",
+                {
+                    "model": model,
+                    "tokenizer": tokenizer,
+                    "seed": seed,
+                    "enable_lora": enable_lora,
+                    "max_lora_rank": max_lora_rank,
+                    "gpu_memory_utilization": gpu_memory_utilization,
+                    **kwargs,
+                },
+            )
+        )
         self.base = AutoModelForCausalLM.from_pretrained(model)
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model)
         self.enable_lora, self.max_lora_rank = enable_lora, max_lora_rank
@@ -59,8 +80,9 @@ class LLM:
             self.adapters[lora_request.lora_path] = PeftModel.from_pretrained(self.base, lora_request.lora_path)
         return self.adapters[lora_request.lora_path]
 
-    def generate(self, prompts, sampling_params: SamplingParams | None = None, *, use_tqdm: bool = True,
-                 lora_request=None):
+    def generate(
+        self, prompts, sampling_params: SamplingParams | None = None, *, use_tqdm: bool = True, lora_request=None
+    ):
         import torch
 
         params = sampling_params or SamplingParams()
@@ -78,14 +100,21 @@ class LLM:
             else:
                 raise TypeError(f"unsupported prompt {p!r}")
             sample = params.temperature > 0
-            kw = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p} if sample else {"do_sample": False}
+            kw = (
+                {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+                if sample
+                else {"do_sample": False}
+            )
             with torch.inference_mode():
                 out = model.generate(
-                    torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                    max_new_tokens=params.max_tokens, num_return_sequences=params.n,
+                    torch.tensor([ids]),
+                    attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                    max_new_tokens=params.max_tokens,
+                    num_return_sequences=params.n,
                     eos_token_id=params.stop_token_ids or self.tokenizer.eos_token_id,
-                    pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id, **kw,
+                    pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                    **kw,
                 )
-            texts = self.tokenizer.batch_decode(out[:, len(ids):], skip_special_tokens=params.skip_special_tokens)
+            texts = self.tokenizer.batch_decode(out[:, len(ids) :], skip_special_tokens=params.skip_special_tokens)
             outputs.append(SimpleNamespace(prompt_token_ids=ids, outputs=[SimpleNamespace(text=t) for t in texts]))
         return outputs
