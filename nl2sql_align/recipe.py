@@ -45,6 +45,11 @@ class SchemaSection:
     example_values: int = 3
     # Long strings are cut so one wide text column cannot blow up the prompt.
     max_value_chars: int = 40
+    # false: the data's own prompt already holds the schema (LLaMA-Factory instructions often do).
+    include: bool = True
+    # true: a prompt over train.max_length loses schema lines (least relevant tables last) instead of the
+    # example being refused; the answer is never cut.
+    truncate: bool = False
 
 
 @dataclass
@@ -67,6 +72,9 @@ class DataSection:
     # file (from `pairs` on another split) or a fraction of data.train's prompts held out (0 = none).
     eval_pairs: str | None = None
     holdout: float = 0.0
+    # Examples whose prompt + answer exceed train.max_length stop the run (validate reports them) unless this
+    # is true, in which case they are left out and the model card says how many were trained on.
+    drop_too_long: bool = False
 
 
 @dataclass
