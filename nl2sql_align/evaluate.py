@@ -16,7 +16,7 @@ from typing import Any
 from nl2sql_align.data import Example, extract_sql
 from nl2sql_align.errors import UserError, failing_gold_error
 from nl2sql_align.generation import Generator
-from nl2sql_align.sql import ExecResult, SQLExecutor, as_scored, results_match
+from nl2sql_align.sql import ExecResult, QueryRewriter, SQLExecutor, verdict
 
 # ---------------------------------------------------------------------------------------------------------
 # Scoring
@@ -34,27 +34,12 @@ def run_once(executor: SQLExecutor, jobs: list[tuple], memo: dict | None = None)
     return [done[j] for j in jobs]
 
 
-def scorer(keep_distinct: bool, metric: str):
-    """`as_scored` with these settings, each distinct (SQL, dialect) rewritten once for the call's lifetime: golds
-    repeat once per prediction and predictions repeat, and the Spider rewrite tokenizes the query."""
-    done: dict[tuple[str, str | None], str] = {}
-
-    def scored(sql: str, dialect: str | None) -> str:
-        key = (sql, dialect)
-        if key not in done:
-            done[key] = as_scored(sql, keep_distinct, metric, dialect)
-        return done[key]
-
-    return scored
-
-
 def gold_results(
-    examples: list[Example], executor: SQLExecutor, scored, memo: dict | None = None
+    examples: list[Example], executor: SQLExecutor, rewriter: QueryRewriter, memo: dict | None = None
 ) -> tuple[list[ExecResult], list[str]]:
-    """Execute each distinct (database, gold SQL) once, rewritten by `scored` (a `scorer`). Returns results
-    aligned with examples, and the errors."""
-    keys = [(ex.db, scored(ex.sql, ex.dialect or ex.db.dialect), ex.dialect) for ex in examples]
-    aligned = run_once(executor, keys, memo)
+    """Execute each distinct (database, gold SQL) once, as the metric runs it. Returns results aligned with
+    examples, and the errors."""
+    aligned = run_once(executor, [rewriter.job(ex.db, ex.sql, ex.dialect) for ex in examples], memo)
     errors = [
         f"{ex.source or ex.id}: gold SQL fails on {ex.db.path}: {r.error}"
         for ex, r in zip(examples, aligned, strict=True)
@@ -91,9 +76,9 @@ def score_predictions(
     own = executor is None
     executor = executor or SQLExecutor()
     # One rewrite cache for golds and predictions: a correct prediction is often the gold's text.
-    scored = scorer(keep_distinct, metric)
+    rewriter = QueryRewriter(keep_distinct, metric)
     try:
-        golds, gold_errors = gold_results(examples, executor, scored, memo)
+        golds, gold_errors = gold_results(examples, executor, rewriter, memo)
         if gold_errors and not skip_bad_gold:
             raise failing_gold_error(
                 gold_errors,
@@ -102,13 +87,10 @@ def score_predictions(
             )
 
         # pred_dialect: the dialect predictions are written in (None: each database's own); sqlglot transpiles.
-        def job(ex: Example, sql: str) -> tuple:
-            return ex.db, scored(sql, pred_dialect or ex.db.dialect), pred_dialect
-
         # Greedy predictions and sampled candidates in one batch: a greedy answer is often among the samples.
-        jobs = [job(ex, p) for ex, p in zip(examples, predictions, strict=True)]
+        jobs = [rewriter.job(ex.db, p, pred_dialect) for ex, p in zip(examples, predictions, strict=True)]
         for ex, cs in zip(examples, candidates or [], strict=False):
-            jobs += [job(ex, c) for c in cs]
+            jobs += [rewriter.job(ex.db, c, pred_dialect) for c in cs]
         results = iter(run_once(executor, jobs, memo))
         preds = [next(results) for _ in examples]
         cand_results = [[next(results) for _ in cs] for cs in candidates] if candidates is not None else None
@@ -119,7 +101,7 @@ def score_predictions(
     for i, (ex, pred_sql, g, p) in enumerate(zip(examples, predictions, golds, preds, strict=True)):
         if not g.ok:
             continue  # only reachable with skip_bad_gold
-        correct = _verdict(ex, g, p, metric)
+        correct = verdict(g, p, ex.sql, metric)
         row = {
             "index": i,
             "id": ex.id,
@@ -140,14 +122,6 @@ def score_predictions(
     return rows
 
 
-def _verdict(ex: Example, g: ExecResult, p: ExecResult, metric: str) -> bool:
-    # Results stop at the executor's row cap. Under Spider semantics row counts must be equal, so a result
-    # cut at the cap (more rows than the cap) never equals one that was not; two cut results, and BIRD's
-    # sets, are compared on the rows fetched (README, "Evaluation").
-    cut_apart = metric == "spider" and p.ok and g.truncated != p.truncated
-    return bool(p.ok and not cut_apart and results_match(ex.sql, g.rows, p.rows, metric))
-
-
 def _voted_fields(
     ex: Example, sqls: list[str], results: list[ExecResult], gold: ExecResult, metric: str
 ) -> dict[str, Any]:
@@ -158,7 +132,7 @@ def _voted_fields(
             "sql": sql,
             "executable": r.ok,
             "error": r.error,
-            "correct": _verdict(ex, gold, r, metric),
+            "correct": verdict(gold, r, ex.sql, metric),
             "group": k,
             "group_size": sizes[k] if k is not None else 0,
         }

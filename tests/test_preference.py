@@ -12,14 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nl2sql_align.data import build_messages, load_examples
+from nl2sql_align.data import build_messages, extract_sql, load_examples
 from nl2sql_align.data.preferences import load_preferences, split_holdout
 from nl2sql_align.errors import DataError, RecipeError
 from nl2sql_align.pairs import label_samples, mine_prompt, normalize_sql, run_pairs
 from nl2sql_align.recipe import DataSection, PairsSection, load_recipe
 from nl2sql_align.rewards import RewardEngine
 from nl2sql_align.rewards.engine import Verdict
-from nl2sql_align.sql import SQLExecutor, results_match
+from nl2sql_align.sql import SQLExecutor, as_scored, verdict
 from nl2sql_align.stages import dpo, rm
 from tests.conftest import REPO, stage_recipe
 
@@ -98,13 +98,12 @@ def test_labels_agree_with_direct_execution():
         labelled = label_samples(examples, samples, engine)
     with SQLExecutor(workers=1, timeout=5) as ex_:
         for ex, outs, verdicts in zip(examples, samples, labelled, strict=True):
-            gold = ex_.execute(ex.db, ex.sql)
+            # Executed as the Spider metric runs queries (DISTINCT removed), outside the engine.
+            gold = ex_.execute(ex.db, as_scored(ex.sql))
             for text, v in zip(outs, verdicts, strict=True):
-                from nl2sql_align.data import extract_sql
-
-                direct = ex_.execute(ex.db, extract_sql(text))
+                direct = ex_.execute(ex.db, as_scored(extract_sql(text)))
                 assert v.executed == direct.ok, text
-                assert v.correct == (direct.ok and results_match(ex.sql, gold.rows, direct.rows, "spider")), text
+                assert v.correct == verdict(gold, direct, ex.sql, "spider"), text
             assert verdicts[0].correct and not verdicts[2].executed and verdicts[3].refused
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nl2sql_align.data.prompts import extract_sql, has_sql_block
-from nl2sql_align.sql import Database, ExecResult, SQLExecutor, as_scored, results_match
+from nl2sql_align.sql import Database, ExecResult, QueryRewriter, SQLExecutor, verdict
 
 # Cached gold results. A Spider/BIRD training set has ~10k distinct (database, gold SQL) pairs; results are
 # capped at row_cap rows each, so this bounds memory while keeping a whole epoch's gold results.
@@ -126,6 +126,7 @@ class RewardEngine:
             raise ValueError(f"unknown metric {metric!r}: expected 'spider' or 'bird'")
         self.metric = metric
         self.keep_distinct = keep_distinct
+        self.rewriter = QueryRewriter(keep_distinct, metric)  # the same jobs eval builds
         self._own_executor = executor is None
         self.executor = executor or SQLExecutor(
             workers=workers or default_workers(), timeout=timeout, row_cap=row_cap, memory_mb=memory_mb
@@ -197,13 +198,10 @@ class RewardEngine:
 
     def gold_results(self, items: list[tuple[Database, str, str | None]]) -> list[ExecResult]:
         """Results of (database, gold SQL, dialect) items, each distinct one executed once per run."""
-        keys = [
-            (db.path, db.engine, as_scored(sql, self.keep_distinct, self.metric), dialect) for db, sql, dialect in items
-        ]
+        keys = [self.rewriter.job(db, sql, dialect) for db, sql, dialect in items]
         missing = [k for k in dict.fromkeys(keys) if k not in self._gold]
         if missing:
-            jobs = [(Database(path, engine), sql, dialect) for path, engine, sql, dialect in missing]
-            for k, r in zip(missing, self.executor.execute_many(jobs), strict=True):
+            for k, r in zip(missing, self.executor.execute_many(missing), strict=True):
                 self._gold[k] = r
             self.gold_executed += len(missing)
             while len(self._gold) > GOLD_CACHE_SIZE:
@@ -223,7 +221,7 @@ class RewardEngine:
         gold = self.gold_results(list(zip(dbs, golds, dialects, strict=True)))
         sqls = [extract_sql(t) for t in texts]
         # Distinct (database, SQL as scored) pairs run once; the model writes in the database's own dialect.
-        pred_keys = [(db, as_scored(sql, self.keep_distinct, self.metric)) for db, sql in zip(dbs, sqls, strict=True)]
+        pred_keys = [self.rewriter.job(db, sql) for db, sql in zip(dbs, sqls, strict=True)]
         unique = list(dict.fromkeys(pred_keys))
         results = dict(zip(unique, self.executor.execute_many(unique), strict=True))
         self.executed += len(unique)
@@ -233,13 +231,10 @@ class RewardEngine:
             r = results[pk]
             error = r.error
             kind = refusal_kind(error)
-            correct = False
-            if r.ok and g.ok:
-                mk = (pk, gold_sql)
-                if mk not in match_cache:
-                    # Equal lists match under every semantics; the full comparison only when they differ.
-                    match_cache[mk] = r.rows == g.rows or results_match(gold_sql, g.rows, r.rows, self.metric)
-                correct = match_cache[mk]
+            mk = (pk, gold_sql)
+            if mk not in match_cache:
+                match_cache[mk] = verdict(g, r, gold_sql, self.metric)
+            correct = match_cache[mk]
             verdicts.append(
                 Verdict(
                     text=text,

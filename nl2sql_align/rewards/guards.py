@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from nl2sql_align.data import Example
 from nl2sql_align.data.schema import read_schema
 from nl2sql_align.rewards.engine import RewardEngine
-from nl2sql_align.sql import Database, ExecResult, results_match
+from nl2sql_align.sql import Database, ExecResult, verdict
 
 CONSTANT_PROBES = ("SELECT 0", "SELECT 1", "SELECT NULL")
 TRIVIAL_MATCHES = 2  # table/column probes that match a gold result before it counts as guessable
@@ -83,7 +83,7 @@ def audit_gold(examples: list[Example], engine: RewardEngine) -> GoldAudit:
             for q, r in probe_results[ex.db]
             if r.rows
             and (len(r.rows), len(r.rows[0])) == shape
-            and results_match(ex.sql, g.rows, r.rows, engine.metric)
+            and verdict(g, r, ex.sql, engine.metric)
         ]
         if len(matches) >= TRIVIAL_MATCHES or any(q in CONSTANT_PROBES for q in matches):
             audit.trivial.append((ex, matches))

@@ -3,24 +3,28 @@
     with SQLExecutor(timeout=5.0) as ex:
         gold = ex.execute(db, gold_sql)
         pred = ex.execute(db, predicted_sql)
-        correct = pred.ok and results_match(gold_sql, gold.rows, pred.rows, metric="spider")
+        correct = verdict(gold, pred, gold_sql, metric="spider")
 
-Three layers (see DESIGN.md, "Executing untrusted SQL"): `guard` refuses anything but one read-only
+Three layers (see docs/DESIGN.md, "Executing untrusted SQL"): `guard` refuses anything but one read-only
 query (sqlglot AST), `backends` opens hardened read-only connections with deadlines and row caps, and
-`sandbox` runs them in killable worker processes. `compare` holds the official Spider and BIRD result
-comparisons. Never imports torch.
+`sandbox` runs them in killable worker processes. `results` holds the official Spider and BIRD result
+comparisons and the one `verdict`. Never imports torch.
 """
 
 from nl2sql_align.sql.backends import Database, ExecResult
-from nl2sql_align.sql.compare import (
+from nl2sql_align.sql.results import (
+    QueryRewriter,
     as_scored,
     bird_exec_match,
     normalize_rows,
     results_match,
     spider_exec_match,
+    verdict,
 )
 from nl2sql_align.sql.guard import (
+    TranspileError,
     UnsafeSQLError,
+    parse_untrusted,
     check_read_only,
     ensure_read_only,
     remove_distinct,
@@ -30,6 +34,8 @@ from nl2sql_align.sql.sandbox import SQLExecutor
 
 __all__ = [
     "Database",
+    "QueryRewriter",
+    "TranspileError",
     "ExecResult",
     "SQLExecutor",
     "as_scored",
@@ -38,8 +44,10 @@ __all__ = [
     "check_read_only",
     "ensure_read_only",
     "normalize_rows",
+    "parse_untrusted",
     "remove_distinct",
     "results_match",
     "spider_exec_match",
     "transpile",
+    "verdict",
 ]

@@ -15,7 +15,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from nl2sql_align.sql.compare import normalize_rows
+from nl2sql_align.sql.results import normalize_rows
 
 _SUFFIX_ENGINE = {
     ".duckdb": "duckdb",

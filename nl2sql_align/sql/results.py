@@ -1,7 +1,7 @@
-"""Result comparison with the official Spider and BIRD semantics, and cell normalisation.
+"""Result comparison with the official Spider and BIRD semantics, cell normalisation, and the one verdict.
 
 Normalise first, compare second: DuckDB returns Decimal, LIST and STRUCT values, `Decimal('0.1') != 0.1`
-and NaN never equals NaN in a set (DESIGN.md, "Executing untrusted SQL"), so every result that leaves a
+and NaN never equals NaN in a set (docs/DESIGN.md, "Executing untrusted SQL"), so every result that leaves a
 worker goes through `normalize_rows`, and the comparison functions then follow the official code exactly.
 """
 
@@ -14,7 +14,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from itertools import product
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # backends imports normalize_rows from here
+    from nl2sql_align.sql.backends import Database, ExecResult
 
 Row = tuple
 
@@ -158,3 +161,44 @@ def as_scored(sql: str, keep_distinct: bool = False, metric: str = "spider", dia
     sql = sql.replace("> =", ">=").replace("< =", "<=").replace("! =", "!=")
     sql = _CUR_YEAR.sub("2020", sql)
     return sql if keep_distinct else remove_distinct(sql, dialect)
+
+
+# --- The one verdict -----------------------------------------------------------------------------------------
+
+
+def verdict(gold: ExecResult, pred: ExecResult, gold_sql: str, metric: str = "spider") -> bool:
+    """Is `pred` correct? The single definition used by eval, self-consistency, compare, the reward engine
+    (GRPO, PPO, RLOO), `pairs` and the gold audit, so that what training rewards is what evaluation counts.
+
+    Both queries must have run. Results stop at the executor's row cap: under Spider semantics row counts must
+    be equal, so a result cut at the cap (it had more rows than the cap) never equals one that was not; two
+    cut results, and BIRD's sets, are compared on the rows fetched (README, "Evaluation")."""
+    if not (gold.ok and pred.ok):
+        return False
+    if metric == "spider" and gold.truncated != pred.truncated:
+        return False
+    # Equal row lists match under both semantics; the full comparison only when they differ.
+    return pred.rows == gold.rows or results_match(gold_sql, gold.rows, pred.rows, metric)
+
+
+class QueryRewriter:
+    """Builds the executor job for a gold or predicted query as the metric runs it (`as_scored`), each
+    distinct (SQL, dialect) rewritten once for the object's lifetime: golds repeat once per prediction,
+    predictions repeat, and the Spider rewrite tokenizes the query. The one place eval and the reward engine
+    turn a query into what executes."""
+
+    def __init__(self, keep_distinct: bool = False, metric: str = "spider") -> None:
+        if metric not in ("spider", "bird"):
+            raise ValueError(f"unknown metric {metric!r}: expected 'spider' or 'bird'")
+        self.keep_distinct, self.metric = keep_distinct, metric
+        self._done: dict[tuple[str, str | None], str] = {}
+
+    def scored(self, sql: str, dialect: str | None) -> str:
+        key = (sql, dialect)
+        if key not in self._done:
+            self._done[key] = as_scored(sql, self.keep_distinct, self.metric, dialect)
+        return self._done[key]
+
+    def job(self, db: Database, sql: str, dialect: str | None = None) -> tuple[Database, str, str | None]:
+        """(db, SQL as scored, dialect): `dialect` is what `sql` is written in (None: the database's own)."""
+        return db, self.scored(sql, dialect or db.dialect), dialect or None
