@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nl2sql_align.data import load_examples
 from nl2sql_align.errors import UserError
-from nl2sql_align.stages import STAGES
+from nl2sql_align.evaluate import eval_overrides, eval_recipe, evaluate
+from nl2sql_align.generation import load_generator
+from nl2sql_align.paths import refuse_existing
 
 
 @dataclass
@@ -27,26 +29,6 @@ class Run:
     train_end: dict[str, Any]
     recipe_path: Path | None
     metrics: list[dict[str, Any]] = field(default_factory=list)
-
-
-def read_stage(run: Path) -> str:
-    """The stage from the model card title ("# <name>: <stage> on <data>"), else from the command in the
-    resolved recipe's header ("Reproduce: nl2sql-align <stage> ..."); "?" when neither says."""
-    card = run / "README.md"
-    if card.is_file():
-        first = card.read_text(encoding="utf-8").splitlines()[:1]
-        m = re.match(r"#\s.*:\s+(\S+)\s+on\s", first[0]) if first else None
-        if m and m.group(1) in STAGES:
-            return m.group(1)
-    resolved = run / "recipe.resolved.toml"
-    if resolved.is_file():
-        for line in resolved.read_text(encoding="utf-8").splitlines():
-            if not line.startswith("#"):
-                break
-            m = re.search(r"nl2sql-align\s+(\S+)", line)
-            if m and m.group(1) in STAGES:
-                return m.group(1)
-    return "?"
 
 
 def load_run(path: Path, name: str) -> Run:
@@ -73,7 +55,9 @@ def load_run(path: Path, name: str) -> Run:
         )
     if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         raise UserError(f"--runs {path}: no config.json or adapter_config.json, so no model to evaluate")
-    stage = ends[-1].get("stage") or read_stage(path)  # runs trained before the row named its stage: read it back
+    stage = ends[-1].get("stage") or "?"
+    if ends[-1].get("method") not in (None, stage):
+        stage = f"{stage}/{ends[-1]['method']}"  # dpo/kto: the method a dpo run trained with
     if stage == "rm":
         raise UserError(
             f"--runs {path}: a reward model scores answers, it does not write SQL, so it has no EX; compare the "
@@ -299,17 +283,34 @@ def compare_runs(
     report: Path,
     *,
     limit: int | None = None,
-    metric: str = "spider",
+    metric: str | None = None,
     db_dir: str | None = None,
     command: str = "nl2sql-align compare",
     names: list[str] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Score each run on `data` and write the report under `report` (write_report); returns the summary."""
+    """Score each run on `data` and write the report under `report` (write_comparison); returns the summary."""
+    refuse_existing(report, overwrite, "--report")
     summary, runs = score_runs(
         paths, data, report, limit=limit, metric=metric, db_dir=db_dir, command=command, names=names
     )
-    write_report(summary, runs, report)
+    write_comparison(summary, runs, report)
     return summary
+
+
+def run_recipes(runs: list[Run], metric: str | None) -> tuple[list, str]:
+    """Each run's own recipe (its prompt and [eval] settings, as `eval --model DIR` reads it); --metric, when
+    given, overrides eval.metric for all of them. One comparison needs one metric: runs whose recipes disagree
+    need --metric."""
+    overrides = eval_overrides(metric=metric)
+    recipes = [eval_recipe(str(r.path), None, overrides)[0] for r in runs]
+    metrics = {r.eval.metric for r in recipes}
+    if len(metrics) > 1:
+        raise UserError(
+            f"the runs were trained with different eval.metric values ({', '.join(sorted(metrics))}): pass --metric "
+            "spider or --metric bird to score them all the same way"
+        )
+    return recipes, metrics.pop()
 
 
 def score_runs(
@@ -318,28 +319,21 @@ def score_runs(
     report: Path,
     *,
     limit: int | None = None,
-    metric: str = "spider",
+    metric: str | None = None,
     db_dir: str | None = None,
     command: str = "nl2sql-align compare",
     names: list[str] | None = None,
 ) -> tuple[dict[str, Any], list[Run]]:
-    """Evaluate each run on `data` (each run's per-example report under report/runs/<name>/); returns the
-    summary and the runs, for write_report."""
-    from nl2sql_align.data import load_examples
-    from nl2sql_align.evaluate import evaluate_model
-    from nl2sql_align.generation import load_generator
-    from nl2sql_align.recipe import load_recipe
-
-    if metric not in ("spider", "bird"):
+    """Evaluate each run on `data` (each run's per-example report under report/runs/<name>/) with the one
+    `evaluate`; returns the summary and the runs, for write_comparison."""
+    if metric not in (None, "spider", "bird"):
         raise UserError(f"--metric {metric!r}: choose spider or bird")
     if not paths:
         raise UserError("--runs: give at least one output folder")
     names = names or run_names(paths)
     runs = [load_run(p, n) for p, n in zip(paths, names, strict=True)]  # all checked before any model loads
-    recipes = [load_recipe(r.recipe_path, [f"eval.metric={metric}"]) for r in runs]
+    recipes, metric = run_recipes(runs, metric)
     examples = load_examples(data, db_dir=db_dir, limit=limit)
-    if not examples:
-        raise UserError(f"--data {data}: no examples")
     records = []
     # Execution results shared between the runs: the gold SQL runs once, not once per run, and so does a query
     # that several models wrote. Keyed by the sandbox limits that can change a result.
@@ -349,7 +343,9 @@ def score_runs(
         out_dir = report / "runs" / run.name
         memo = memos.setdefault((recipe.eval.timeout,), {})
         try:
-            summary = evaluate_model(generator, examples, recipe, report_dir=out_dir, print_table=False, memo=memo)
+            summary, _ = evaluate(
+                examples, recipe, generator=generator, report_dir=out_dir, print_table=False, memo=memo
+            )
         finally:
             generator.close()  # one model in memory at a time
         records.append(run_record(run, summary, out_dir))
@@ -365,7 +361,7 @@ def score_runs(
     return summary, runs
 
 
-def write_report(summary: dict[str, Any], runs: list[Run], report: Path) -> None:
+def write_comparison(summary: dict[str, Any], runs: list[Run], report: Path) -> None:
     """report.md, summary.json, ex.png, cost.png and curves.png under `report`."""
     from nl2sql_align.plots import plot_compare_cost, plot_compare_curves, plot_compare_ex
 
@@ -380,3 +376,54 @@ def write_report(summary: dict[str, Any], runs: list[Run], report: Path) -> None
     plot_compare_curves(
         [(r.name, r.stage, r.metrics) for r in runs], [rec["curve"] for rec in records], report / "curves.png"
     )
+
+
+def compare_command(
+    runs: list[Path] | None,
+    extra: list[str],
+    recipe: Path | None,
+    *,
+    data: str | None,
+    report: Path | None,
+    limit: int | None,
+    metric: str | None,
+    db_dir: str | None,
+    overrides: list[str] | None,
+    overwrite: bool,
+    reuse: bool,
+    resume: bool,
+) -> dict[str, Any]:
+    """`nl2sql-align compare`: --runs DIR... scores trained outputs; --recipe PIPELINE trains, then compares
+    (options given on the command line override the pipeline's [compare]). The summary gains `report`."""
+    from nl2sql_align.pipeline import run_pipeline
+    from nl2sql_align.stages.runner import resolved_command
+
+    if (recipe is None) == (runs is None):
+        raise UserError(
+            "compare: give either --runs DIR... (trained outputs) or --recipe PIPELINE.toml (train, then compare)"
+        )
+    if recipe is not None:
+        if extra:
+            raise UserError(f"compare --recipe: unexpected argument(s) {' '.join(extra)}")
+        flags = {"data": data, "limit": limit, "metric": metric, "db_dir": db_dir}
+        sets = [*(overrides or []), *(f"compare.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
+        summary = run_pipeline(
+            recipe, sets, report=report, overwrite=overwrite, reuse=reuse, resume=resume, command=resolved_command()
+        )
+        return {**summary, "report": summary["pipeline"]["report"]}
+    if overrides or resume or not reuse:
+        raise UserError("compare --runs: --set, --no-reuse and --resume apply to --recipe pipelines")
+    if data is None:
+        raise UserError("compare --runs: --data is required (the eval set every run is scored on, e.g. demo:dev)")
+    report = report or Path("out/compare")
+    summary = compare_runs(
+        [*runs, *map(Path, extra)],
+        data,
+        report,
+        limit=limit,
+        metric=metric,
+        db_dir=db_dir,
+        command=resolved_command(),
+        overwrite=overwrite,
+    )
+    return {**summary, "report": str(report)}

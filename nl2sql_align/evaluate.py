@@ -8,15 +8,22 @@ once per (database, gold SQL) before any prediction runs.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nl2sql_align.data import Example, extract_sql
+from nl2sql_align.data import Example, examples_for, extract_sql
 from nl2sql_align.errors import UserError, failing_gold_error
-from nl2sql_align.generation import Generator
+from nl2sql_align.generation import Generator, load_generator
+from nl2sql_align.paths import refuse_existing
+from nl2sql_align.predictions import format_for_path, read_predictions
+from nl2sql_align.predictions import write_predictions as save_predictions
+from nl2sql_align.recipe import RESOLVED_NAME, Recipe, load_recipe
 from nl2sql_align.sql import ExecResult, QueryRewriter, SQLExecutor, verdict
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------------
 # Scoring
@@ -338,7 +345,7 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
         console.print(dbs)
 
 
-def check_samples(e) -> None:
+def check_self_consistency(e) -> None:
     """An [eval] section's self-consistency settings (eval --samples/--temperature set them), checked before a
     model loads."""
     if e.samples is not None:
@@ -356,7 +363,7 @@ def model_predictions(generator: Generator, examples, recipe) -> tuple[list[str]
     """(raw greedy outputs, their SQL, sampled SQL candidates per question or None): what a model answers under
     a recipe's [data] prompt and [eval] settings (`eval.samples` adds the self-consistency candidates)."""
     e = recipe.eval
-    check_samples(e)
+    check_self_consistency(e)
     prompt = {
         "schema": recipe.data.schema,
         "system_prompt": recipe.data.system_prompt,
@@ -373,37 +380,123 @@ def model_predictions(generator: Generator, examples, recipe) -> tuple[list[str]
     return outputs, [extract_sql(o) for o in outputs], candidates
 
 
-def evaluate_model(
-    generator: Generator,
-    examples,
-    recipe,
+def eval_recipe(model: str | None, recipe: Path | None, overrides: list[str] | None = None) -> tuple[Recipe, str]:
+    """The recipe an evaluation uses, and where it came from: `recipe` when given, else the model folder's own
+    `recipe.resolved.toml` (the prompt, schema format, system prompt and [eval] settings it was trained with),
+    else the defaults. `overrides` (--set and the eval flags) apply on top, as everywhere else."""
+    if recipe is not None:
+        source = str(recipe)
+    elif model is not None and (Path(model) / RESOLVED_NAME).is_file():
+        recipe = Path(model) / RESOLVED_NAME
+        source = str(recipe)
+    else:
+        source = "defaults (no --recipe, and the model folder has no recipe.resolved.toml)"
+    return load_recipe(recipe, overrides), source
+
+
+def eval_overrides(**flags: Any) -> list[str]:
+    """`--set eval.KEY=VALUE` for each eval flag given on the command line (None: not given). Flags are
+    overrides of [eval] keys, never parallel defaults: an unset flag leaves the recipe's value."""
+    return [f"eval.{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
+
+
+def evaluate(
+    examples: list[Example],
+    recipe: Recipe,
+    *,
+    generator: Generator | None = None,
+    predictions: list[str] | None = None,
     report_dir: Path | None = None,
     title: str = "eval",
     print_table: bool = True,
     memo: dict | None = None,
-) -> dict[str, Any]:
-    """Generate, score, write the report, print the table. Used after training (an HFGenerator on the trained
-    model) and by compare (which shares `memo`, execution results, between the models it scores)."""
+    skip_bad_gold: bool = False,
+    pred_dialect: str | None = None,
+    info: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """The one evaluation: generate with `generator` (greedy, plus [eval] samples) or take `predictions`, score
+    them under the recipe's [eval] metric, keep_distinct and sandbox settings, write the report, print the table.
+    Used by `eval`, after training, by `compare` and the pipeline (compare shares `memo`, execution results,
+    between the models it scores). `info` goes into the summary (e.g. which recipe was used). Returns the summary
+    and the predictions scored."""
+    if (generator is None) == (predictions is None):
+        raise UserError("give exactly one of --model (generate) or --predictions (score a file)")
     e = recipe.eval
-    outputs, preds, candidates = model_predictions(generator, examples, recipe)
+    outputs = candidates = None
+    if generator is not None:
+        outputs, predictions, candidates = model_predictions(generator, examples, recipe)
     with SQLExecutor(workers=e.workers, timeout=e.timeout) as ex:
         rows = score_predictions(
-            examples, preds, metric=e.metric, executor=ex, raw_outputs=outputs, candidates=candidates, memo=memo
+            examples,
+            predictions,
+            metric=e.metric,
+            keep_distinct=e.keep_distinct,
+            executor=ex,
+            skip_bad_gold=skip_bad_gold,
+            raw_outputs=outputs,
+            pred_dialect=pred_dialect,
+            candidates=candidates,
+            memo=memo,
         )
     summary = summarize(rows, e.metric)
-    summary["backend"] = generator.backend
+    summary.update(keep_distinct=e.keep_distinct, timeout=e.timeout, **(info or {}))
+    if generator is not None:
+        summary["backend"] = generator.backend
     if e.samples is not None:
         summary.update(samples=e.samples, temperature=e.temperature)
     if report_dir is not None:
         write_report(rows, summary, report_dir)
     if print_table:
         print_summary(summary, title)
+    return summary, predictions
+
+
+def eval_command(
+    data: str,
+    report: Path,
+    *,
+    model: str | None = None,
+    predictions: Path | None = None,
+    recipe: Path | None = None,
+    overrides: list[str] | None = None,
+    write_predictions: Path | None = None,
+    limit: int | None = None,
+    db_dir: str | None = None,
+    skip_bad_gold: bool = False,
+    dialect: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """`nl2sql-align eval`: everything is checked (report folder, recipe, sampling settings, predictions format,
+    data) before a model loads; then the one `evaluate`."""
+    if (model is None) == (predictions is None):
+        raise UserError("give exactly one of --model (generate) or --predictions (score a file)")
+    refuse_existing(report, overwrite, "--report")
+    if write_predictions is not None:
+        format_for_path(write_predictions)  # a bad extension fails now, not after a long generation
+    r, source = eval_recipe(model, recipe, overrides)
+    check_self_consistency(r.eval)
+    log.info("prompt and [eval] settings from %s", source)
+    d = r.data
+    examples = examples_for(d, data, limit=limit, db_dir=db_dir)
+    db_ids = [e.db_id for e in examples]
+    generator = load_generator(model, r) if model is not None else None
+    try:
+        preds = read_predictions(predictions, len(examples), db_ids) if predictions is not None else None
+        summary, preds = evaluate(
+            examples,
+            r,
+            generator=generator,
+            predictions=preds,
+            report_dir=report,
+            title=f"EX on {data}",
+            skip_bad_gold=skip_bad_gold,
+            pred_dialect=dialect,
+            info={"data": data, "recipe": source},
+        )
+    finally:
+        if generator is not None:
+            generator.close()
+    if write_predictions is not None:
+        fmt = save_predictions(write_predictions, preds, db_ids)
+        log.info("predictions (%s format): %s", fmt, write_predictions)
     return summary
-
-
-def read_predictions(path: Path, n: int, db_ids: list[str] | None = None) -> list[str]:
-    """Predictions aligned with the data: Spider text, BIRD JSON or our JSONL (see `nl2sql_align.predictions`,
-    which also writes them). `db_ids`, one per example, is checked against any db_id the file carries."""
-    from nl2sql_align.predictions import read_predictions as read
-
-    return read(path, n, db_ids)

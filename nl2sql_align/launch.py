@@ -21,3 +21,27 @@ def launch_command(num_processes: int, accelerate_config: Path | None, argv: lis
 
 def launch_env() -> dict[str, str]:
     return dict(os.environ, NL2SQL_ALIGN_LAUNCHED="1")  # the launched processes must not relaunch themselves
+
+
+def relaunch(
+    num_processes: int,
+    accelerate_config: Path | None,
+    command: list[str],
+    overrides: list[str] | None,
+    overwrite: bool,
+    resume: bool,
+) -> None:
+    """Run a stage command under `accelerate launch` on N processes, then exit with its status. The command each
+    process runs is rebuilt from the parsed values (never by filtering sys.argv), so the launch options cannot
+    leak into it. Returns at once in a launched process, or when one process and no config were asked for."""
+    import subprocess
+
+    from nl2sql_align.errors import UserError
+
+    if os.environ.get("NL2SQL_ALIGN_LAUNCHED") or (num_processes <= 1 and accelerate_config is None):
+        return
+    if accelerate_config is not None and not accelerate_config.is_file():
+        raise UserError(f"--accelerate-config {accelerate_config}: no such file (see recipes/accelerate/)")
+    argv = [*command, *(a for o in overrides or [] for a in ("--set", o))]
+    argv += ["--overwrite"] * overwrite + ["--resume"] * resume
+    raise SystemExit(subprocess.call(launch_command(num_processes, accelerate_config, argv), env=launch_env()))

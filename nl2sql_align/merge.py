@@ -8,10 +8,13 @@ The tokenizer, with its chat template, is taken from the adapter folder, where t
 from __future__ import annotations
 
 import json
+import shutil
 import tomllib
 from pathlib import Path
 
 from nl2sql_align.errors import UserError
+from nl2sql_align.paths import refuse_existing
+from nl2sql_align.recipe import RESOLVED_NAME
 
 
 def _base_and_dtype(adapter: Path) -> tuple[str, str]:
@@ -24,17 +27,22 @@ def _base_and_dtype(adapter: Path) -> tuple[str, str]:
     if not base:
         raise UserError(f"{cfg_path}: base_model_name_or_path is not set; cannot tell which model to merge into")
     dtype = "auto"
-    resolved = adapter / "recipe.resolved.toml"
+    resolved = adapter / RESOLVED_NAME
     if resolved.is_file():
         dtype = tomllib.loads(resolved.read_text()).get("model", {}).get("dtype", "auto")
     return base, dtype
 
 
-def merge_adapter(adapter: str | Path, output: str | Path, dtype: str | None = None) -> Path:
+def merge_adapter(adapter: str | Path, output: str | Path, dtype: str | None = None, overwrite: bool = False) -> Path:
+    """The merged model, its tokenizer and the adapter's recipe.resolved.toml (so that `eval --model OUTPUT` builds
+    the prompt the model was trained with) in `output`, which must be new or empty unless `overwrite`."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     adapter, output = Path(adapter), Path(output)
+    if output.resolve() == adapter.resolve():
+        raise UserError(f"--output {output} is the adapter folder itself: merge into a new folder")
+    refuse_existing(output, overwrite, "--output")
     base, recipe_dtype = _base_and_dtype(adapter)
     if not Path(base).exists() and "/" not in base:
         raise UserError(
@@ -52,4 +60,6 @@ def merge_adapter(adapter: str | Path, output: str | Path, dtype: str | None = N
     output.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(output))
     AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(output))
+    if (adapter / RESOLVED_NAME).is_file():
+        shutil.copy2(adapter / RESOLVED_NAME, output / RESOLVED_NAME)
     return output

@@ -233,11 +233,11 @@ def run_pairs_for_recipe(
     overwrite: bool = False,
 ) -> Path:
     """`nl2sql-align pairs` (and a pipeline's pairs step): load the questions, then run_pairs."""
-    from nl2sql_align.data import load_examples
+    from nl2sql_align.data import examples_for
 
     model, data, output = pairs_plan(recipe, model, data, output)
     d = recipe.data
-    examples = load_examples(data, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=limit)
+    examples = examples_for(d, data, limit=limit)
     examples = sample_questions(examples, recipe.pairs.max_questions, recipe.seed)
     run_pairs(model, examples, recipe, output, overwrite=overwrite)
     return output

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ from typing import Any, Literal
 from nl2sql_align.errors import RecipeError, UserError
 from nl2sql_align.stages import STAGES
 
-COMMANDS = (*STAGES, "pairs")
+log = logging.getLogger(__name__)
+
 POLICY_STAGES = ("sft", "dpo", "ppo", "grpo")  # what writes SQL, so what compare scores
 STAMP = ".pipeline-step.json"
 
@@ -114,7 +116,9 @@ def describe(steps: list[Step]) -> list[str]:
 def load_pipeline(path: Path, overrides: list[str] | None = None) -> PipelineRecipe:
     """Read a pipeline recipe. `--set STEP.key=value` changes one step's recipe, `--set compare.key=value` the
     comparison; every key is checked like a stage recipe's."""
-    from nl2sql_align.recipe import _apply_override, _build, read_toml
+    from nl2sql_align.recipe import apply_override as _apply_override
+    from nl2sql_align.recipe import build as _build
+    from nl2sql_align.recipe import read_toml
 
     raw = read_toml(path, "pipeline recipe")
     step_sets = []
@@ -367,7 +371,7 @@ def run_pipeline(
     `pipeline` entry (each step's status and wall time)."""
     from rich.console import Console
 
-    from nl2sql_align.compare import score_runs, write_report
+    from nl2sql_align.compare import score_runs, write_comparison
 
     console = Console()
     pipe = load_pipeline(path, overrides)
@@ -433,5 +437,21 @@ def run_pipeline(
         "compare_seconds": round(time.time() - t, 1),
         "total_seconds": round(time.time() - t0, 1),
     }
-    write_report(summary, runs, report)
+    write_comparison(summary, runs, report)
     return summary
+
+
+def run_demo(recipe: Path, model_dir: Path, overrides: list[str] | None, reuse: bool) -> dict[str, Any]:
+    """`nl2sql-align demo` / `make demo`: build the tiny model (reused if present), then the demo pipeline."""
+    from nl2sql_align.stages.runner import resolved_command
+    from nl2sql_align.tiny_model import ensure_tiny_model
+
+    log.info("demo: tiny model -> %s", model_dir)
+    ensure_tiny_model(model_dir)
+    return run_pipeline(
+        recipe,
+        [f"sft.model.name_or_path={json.dumps(str(model_dir))}", *(overrides or [])],
+        overwrite=True,
+        reuse=reuse,
+        command=resolved_command(),
+    )

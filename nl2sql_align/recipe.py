@@ -1,9 +1,12 @@
 """Recipes: TOML files that say what a stage trains, on what, and how.
 
 Precedence is built-in defaults < recipe file < `--set a.b=value` overrides. Every key is checked: an unknown
-key or a value of the wrong type is an error naming the file, the key and the nearest valid key. The `[train]`
-table is handed to the stage's own TRL config dataclass (e.g. `trl.SFTConfig`), so anything TRL accepts is
-accepted, and its keys are checked against that dataclass rather than a list of our own.
+key or a value of the wrong type is an error naming the file (or the `--set` item), the key and the nearest
+valid key. The `[train]` table is handed to the stage's own TRL config dataclass (e.g. `trl.SFTConfig`), so
+anything TRL accepts is accepted, and its keys are checked against that dataclass rather than a list of our own.
+
+The tables are pydantic dataclasses (plain dataclasses to their callers: attribute access, `dataclasses.asdict`);
+pydantic checks them, and its errors are rewritten here in the recipe's own terms.
 
 This module imports no torch: `validate` must answer quickly. The stage's config class is passed in by the
 caller (which may import TRL).
@@ -14,17 +17,29 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal
 
+import tomli_w
+from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic.dataclasses import dataclass
+
 from nl2sql_align.errors import RecipeError
 
+# The recipe a run trained with, written into its output folder; eval, compare and --resume read it back.
+RESOLVED_NAME = "recipe.resolved.toml"
 
-@dataclass
+# Every table: unknown keys are errors, assignments are checked too, and a number is a fine string
+# (`--set model.name_or_path=7`).
+TABLE_CONFIG = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+
+
+@dataclass(config=TABLE_CONFIG)
 class ModelSection:
     name_or_path: str = ""
     # "auto" keeps the checkpoint's dtype; bf16 on GPUs that have it, fp32 on CPU.
@@ -35,7 +50,7 @@ class ModelSection:
     attn_implementation: str | None = None
 
 
-@dataclass
+@dataclass(config=TABLE_CONFIG)
 class SchemaSection:
     # "ddl": CREATE TABLE statements with keys and per-column comments (OmniSQL/DAIL-SQL; the default).
     # "compact": one line per table, keys and foreign keys but no types: ~3x fewer tokens, for small models
@@ -47,12 +62,9 @@ class SchemaSection:
     max_value_chars: int = 40
     # false: the data's own prompt already holds the schema (LLaMA-Factory instructions often do).
     include: bool = True
-    # true: a prompt over train.max_length loses schema lines (least relevant tables last) instead of the
-    # example being refused; the answer is never cut.
-    truncate: bool = False
 
 
-@dataclass
+@dataclass(config=TABLE_CONFIG)
 class DataSection:
     # Data specs: a .jsonl/.json path, spider:DIR, bird:DIR, demo:train, demo:dev (see README).
     train: str = ""
@@ -77,7 +89,7 @@ class DataSection:
     drop_too_long: bool = False
 
 
-@dataclass
+@dataclass(config=TABLE_CONFIG)
 class LoraSection:
     r: int = 16
     alpha: int = 32
@@ -86,7 +98,7 @@ class LoraSection:
     target_modules: str | list[str] = "all-linear"
 
 
-@dataclass
+@dataclass(config=TABLE_CONFIG)
 class QuantizationSection:
     bits: Literal[4, 8] = 4
     quant_type: Literal["nf4", "fp4"] = "nf4"
@@ -94,9 +106,11 @@ class QuantizationSection:
     compute_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
 
 
-@dataclass
+@dataclass(config=TABLE_CONFIG)
 class EvalSection:
     metric: Literal["spider", "bird"] = "spider"
+    # Spider metric: keep DISTINCT (the official evaluation removes it from gold and prediction alike).
+    keep_distinct: bool = False
     max_new_tokens: int = 256
     batch_size: int = 16
     # Score the trained model on data.eval at the end of the stage.
@@ -115,7 +129,7 @@ class EvalSection:
     vllm_gpu_memory_utilization: float = 0.9
 
 
-@dataclass
+@dataclass(config=TABLE_CONFIG)
 class RewardComponentSection:
     # A built-in check (format, syntax, executable, execution, length) or a dotted path mypkg.rewards.fn
     name: str = ""
@@ -127,7 +141,7 @@ class RewardComponentSection:
     requires: list[str] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(config=TABLE_CONFIG)
 class RewardSection:
     """Rewards for grpo and ppo: execution components, the sandbox that runs the SQL, and (ppo) a reward model."""
 
@@ -153,7 +167,7 @@ class RewardSection:
     log_completions: int = 8
 
 
-@dataclass
+@dataclass(config=TABLE_CONFIG)
 class PairsSection:
     """`nl2sql-align pairs`: how completions are sampled and turned into preference pairs."""
 
@@ -175,7 +189,7 @@ class PairsSection:
     max_pairs_per_prompt: int = 2
 
 
-@dataclass
+@dataclass(config=TABLE_CONFIG)
 class PreferenceSection:
     """The `dpo` command's method: dpo (TRL DPOTrainer; [train] loss_type picks sigmoid, ipo, hinge, ...),
     kto (TRL KTOTrainer, on unpaired labels), simpo and orpo (TRL's experimental CPOTrainer / ORPOTrainer)."""
@@ -183,7 +197,7 @@ class PreferenceSection:
     method: Literal["dpo", "kto", "simpo", "orpo"] = "dpo"
 
 
-@dataclass
+@dataclass(config=TABLE_CONFIG)
 class Recipe:
     output_dir: str = ""
     seed: int = 42
@@ -197,12 +211,14 @@ class Recipe:
     preference: PreferenceSection = field(default_factory=PreferenceSection)
     # Passed to the stage's TRL config dataclass; validated against its fields.
     train: dict[str, Any] = field(default_factory=dict)
-    # Where the recipe came from (not a TOML key).
+    # Where the recipe came from and the `--set` items applied to it (not TOML keys): errors name the one at fault.
     source: str = field(default="<defaults>", metadata={"internal": True})
+    overrides: list[str] = field(default_factory=list, repr=False, compare=False, metadata={"internal": True})
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out.pop("source")
+        for name in _internal_fields(Recipe):
+            out.pop(name)
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -221,12 +237,14 @@ def load_recipe(
     if path is not None:
         source = str(path)
         raw = read_toml(Path(path))
-    for item in overrides or []:
-        _apply_override(raw, item, train_config_cls)
-    recipe = _build(Recipe, raw, source, prefix="")
+    items = list(overrides or [])
+    for item in items:
+        apply_override(raw, item)
+    recipe = build(Recipe, raw, source, overrides=items)
     recipe.source = source
+    recipe.overrides = items
     if train_config_cls is not None:
-        recipe.train = _check_train(recipe.train, train_config_cls, source)
+        validate_train(recipe, train_config_cls)
     return recipe
 
 
@@ -239,14 +257,16 @@ def read_toml(path: Path, what: str = "recipe") -> dict[str, Any]:
         raise RecipeError(f"{path}: not valid TOML: {e}") from None
 
 
-def _apply_override(raw: dict[str, Any], item: str, train_config_cls: type | None) -> None:
+def apply_override(data: dict[str, Any], item: str, train_config_cls: type | None = None) -> None:
+    """Apply one `--set a.b=value` to a TOML table in place (missing tables are created). The value is checked
+    later, with the rest of the recipe; `train_config_cls` is accepted for older callers and not used."""
     if "=" not in item:
         raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.learning_rate=1e-5")
     key, text = item.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
         raise RecipeError(f"--set {item!r}: empty key part in {key!r}")
-    node = raw
+    node = data
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
@@ -263,121 +283,176 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _build(cls: type, raw: Any, source: str, prefix: str) -> Any:
+# ---------------------------------------------------------------------------------------------------------
+# Checking tables: pydantic validates, the messages below say what went wrong in the recipe's terms.
+
+
+def build(cls: type, raw: Any, source: str, prefix: str = "", overrides: list[str] | None = None) -> Any:
+    """Validate a TOML table into `cls`: one of the tables above, or a plain dataclass (whose nested dataclasses
+    are then checked with TABLE_CONFIG's rules too). Errors name `source`, or the `--set` item that set the
+    key; `prefix` is prepended to the keys they name."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: [{prefix.rstrip('.')}] must be a table, got {type(raw).__name__}")
+    for key in raw.keys() & set(_internal_fields(cls)):
+        where = _where([*_key_parts(prefix), key], source, overrides)
+        raise RecipeError(_unknown_key(where, prefix + key, key, list(_table_fields(cls))))
+    try:
+        return _table_adapter(cls).model_validate({"table": _prepare_table(cls, raw)}).table
+    except ValidationError as e:
+        raise RecipeError(_explain(e.errors()[0], cls, raw, source, prefix, overrides)) from None
+
+
+@functools.cache
+def _table_adapter(cls: type) -> Any:
+    # A wrapper model, so that plain dataclasses (pipeline.py's) get TABLE_CONFIG; pydantic ones keep their own.
+    return create_model(f"{cls.__name__}Table", __config__=TABLE_CONFIG, table=(cls, ...))
+
+
+def _internal_fields(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("internal")]
+
+
+@functools.cache
+def _table_fields(cls: type) -> dict[str, Any]:
+    """Key -> type annotation of a table (internal fields are no keys)."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in fields:
-            raise RecipeError(_unknown_key(source, prefix + key, key, list(fields)))
-        kwargs[key] = _coerce(value, hints[key], source, prefix + key)
-    return cls(**kwargs)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
 
 
-def _unknown_key(source: str, full_key: str, key: str, valid: list[str]) -> str:
+def _union_args(tp: Any) -> tuple[Any, ...]:
+    return typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    """X for `X | None`; unions of several types and everything else as they are."""
+    args = [a for a in _union_args(tp) if a is not type(None)]
+    return args[0] if len(args) == 1 else tp
+
+
+def _prepare(value: Any, tp: Any) -> Any:
+    """The two liberties TOML needs before pydantic sees a value. TOML has no null: `--set key=none` means None
+    for a key that takes None, unless it also takes strings ("none" is a meaningful string to some of them, e.g.
+    report_to). And one value for a list is a list of it (loss_type = "ipo" means ["ipo"])."""
+    args = _union_args(tp)
+    if isinstance(value, str) and value.lower() == "none" and type(None) in args and str not in args:
+        return None
+    inner = _unwrap_optional(tp)
+    if dataclasses.is_dataclass(inner) and isinstance(value, dict):
+        return _prepare_table(inner, value)
+    if typing.get_origin(inner) in (list, tuple) and typing.get_args(inner):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        item = typing.get_args(inner)[0]
+        if isinstance(value, list) and dataclasses.is_dataclass(item):
+            return [_prepare_table(item, v) if isinstance(v, dict) else v for v in value]
+    return value
+
+
+def _prepare_table(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    fields = _table_fields(cls)
+    return {k: _prepare(v, fields[k]) if k in fields else v for k, v in raw.items()}
+
+
+def _explain(error: Any, cls: type, raw: dict[str, Any], source: str, prefix: str, overrides: list[str] | None) -> str:
+    """One pydantic error as the recipe's message: the file or --set item, the dotted key, what was expected."""
+    loc = error["loc"][1:]  # past the wrapper's "table"
+    # Follow the location through the tables while it names their keys and list items; it stops at an unknown
+    # key, or inside a value pydantic checked as a whole (a union's member names, a dict's keys).
+    tp: Any = cls
+    path: list[str | int] = []
+    for part in loc:
+        inner = _unwrap_optional(tp)
+        if dataclasses.is_dataclass(inner) and isinstance(part, str) and part in _table_fields(inner):
+            tp = _table_fields(inner)[part]
+        elif typing.get_origin(inner) is list and isinstance(part, int):
+            tp = typing.get_args(inner)[0]
+        else:
+            break
+        path.append(part)
+    rest = loc[len(path) :]
+    key = _dotted(prefix, path)
+    inner = _unwrap_optional(tp)
+    if error["type"] in ("extra_forbidden", "unexpected_keyword_argument") and len(rest) == 1:
+        if dataclasses.is_dataclass(inner):
+            unknown = str(rest[0])
+            where = _where([*_key_parts(prefix), *path, unknown], source, overrides)
+            return _unknown_key(where, f"{key}.{unknown}" if key else unknown, unknown, list(_table_fields(inner)))
+    where = _where([*_key_parts(prefix), *path], source, overrides)
+    value = _dig(raw, path, error["input"])
+    return _wrong_value(where, key, value, tp)
+
+
+def _wrong_value(where: str, key: str, value: Any, tp: Any) -> str:
+    inner = _unwrap_optional(tp)
+    if typing.get_origin(inner) is Literal:
+        return f"{where}: {key} = {value!r} is not one of {', '.join(map(repr, typing.get_args(inner)))}"
+    if isinstance(inner, type) and issubclass(inner, enum.Enum):
+        return f"{where}: {key} = {value!r} is not one of {', '.join(repr(m.value) for m in inner)}"
+    return f"{where}: {key} = {value!r} has the wrong type: expected {_type_name(tp)}"
+
+
+def _key_parts(prefix: str) -> list[str]:
+    return [p for p in prefix.split(".") if p]
+
+
+def _dotted(prefix: str, path: list[str | int]) -> str:
+    key = prefix.rstrip(".")
+    for part in path:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else part
+    return key
+
+
+def _dig(raw: Any, path: list[str | int], default: Any) -> Any:
+    """The value at `path` as the recipe wrote it (before `_prepare`), else pydantic's input."""
+    for part in path:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return default
+    return raw
+
+
+def _where(key: list[str | int], source: str, overrides: list[str] | None) -> str:
+    """The `--set` item that set this key (or the table above it, or a key below it), else the file."""
+    parts = [p for p in key if isinstance(p, str)]
+    for item in reversed(overrides or []):
+        set_parts = item.split("=", 1)[0].strip().split(".")
+        n = min(len(parts), len(set_parts))
+        if n and parts[:n] == set_parts[:n]:
+            return f"--set {item}"
+    return source
+
+
+def _unknown_key(where: str, full_key: str, key: str, valid: list[str]) -> str:
     near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
-    return f"{source}: unknown key {full_key!r}{hint} Valid keys here: {', '.join(sorted(valid))}"
-
-
-def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
-    """Check (and gently convert) a value against a type annotation; raise a RecipeError naming the key."""
-    ok, out = _try_coerce(value, tp, source, key)
-    if ok:
-        return out
-    raise RecipeError(f"{source}: {key} = {value!r} has the wrong type: expected {_type_name(tp)}")
-
-
-def _try_coerce(value: Any, tp: Any, source: str, key: str) -> tuple[bool, Any]:
-    origin = typing.get_origin(tp)
-    if tp is Any or tp is object:
-        return True, value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        # TOML has no null; `--set key=none` means None, unless the key also takes strings ("none" is a
-        # meaningful string to some of them, e.g. report_to).
-        if value is None or (isinstance(value, str) and value.lower() == "none" and str not in args):
-            return (type(None) in args), None
-        # Exact type matches first, so 1 stays an int in `int | float` and "8" stays a str in `str | int`.
-        for arg in args:
-            if isinstance(arg, type) and not dataclasses.is_dataclass(arg) and type(value) is arg:
-                return True, value
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                ok, out = _try_coerce(value, arg, source, key)
-            except RecipeError:
-                if dataclasses.is_dataclass(arg):
-                    raise
-                continue
-            if ok:
-                return True, out
-        return False, None
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value in choices:
-            return True, value
-        raise RecipeError(f"{source}: {key} = {value!r} is not one of {', '.join(map(repr, choices))}")
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, dict):
-            return True, _build(tp, value, source, key + ".")
-        return False, None
-    if origin in (list, tuple):
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool) and typing.get_args(tp):
-            value = [value]  # loss_type = "ipo" means ["ipo"] (a list field given one value)
-        if not isinstance(value, list):
-            return False, None
-        (item_tp, *_) = typing.get_args(tp) or (Any,)
-        items = [_coerce(v, item_tp, source, f"{key}[{i}]") for i, v in enumerate(value)]
-        return True, items if origin is list else tuple(items)
-    if origin is dict or tp is dict:
-        return isinstance(value, dict), value
-    if tp is bool:
-        if isinstance(value, bool):
-            return True, value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return True, value.lower() == "true"
-        return False, None
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return True, value
-        if isinstance(value, float) and value.is_integer():
-            return True, int(value)
-        return False, None
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, None
-        return False, None
-    if tp is str:
-        if isinstance(value, str):
-            return True, value
-        # `--set model.name_or_path=7` style overrides arrive parsed as TOML; a number is a fine string.
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, str(value)
-        return False, None
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        valid = [m.value for m in tp]
-        if value in valid or isinstance(value, tp):
-            return True, value
-        raise RecipeError(f"{source}: {key} = {value!r} is not one of {', '.join(map(repr, valid))}")
-    if isinstance(tp, type):
-        return isinstance(value, tp), value
-    # Annotations we cannot check (forward references, callables): trust the library to validate.
-    return True, value
+    hint = f"; did you mean {near[0]!r}?" if near else "."
+    return f"{where}: unknown key {full_key!r}{hint} Valid keys here: {', '.join(sorted(valid))}"
 
 
 def _type_name(tp: Any) -> str:
+    args = _union_args(tp)
+    if len(args) > 1:
+        inner = _unwrap_optional(tp)
+        if dataclasses.is_dataclass(inner):
+            return _type_name(inner)
+        return " | ".join(_type_name(a) for a in args)
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    origin = typing.get_origin(tp)
+    if origin is list and typing.get_args(tp):
+        (item,) = typing.get_args(tp)
+        return "an array of tables" if dataclasses.is_dataclass(item) else f"list[{_type_name(item)}]"
+    if origin is Literal:
+        return " | ".join(map(repr, typing.get_args(tp)))
+    if tp is type(None):
+        return "None"
     if isinstance(tp, type):
         return tp.__name__
     return str(tp).replace("typing.", "")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# [train]: checked against the stage's TRL config dataclass.
 
 
 def train_config_fields(config_cls: type) -> dict[str, Any]:
@@ -391,72 +466,86 @@ def train_config_fields(config_cls: type) -> dict[str, Any]:
 
 def validate_train(recipe: Recipe, config_cls: type) -> Recipe:
     """Check [train] against a config class chosen after loading (e.g. from [preference] method)."""
-    recipe.train = _check_train(recipe.train, config_cls, recipe.source)
+    recipe.train = _check_train(recipe.train, config_cls, recipe.source, recipe.overrides)
     return recipe
 
 
-def _check_train(train: dict[str, Any], config_cls: type, source: str) -> dict[str, Any]:
+def _check_train(
+    train: dict[str, Any], config_cls: type, source: str, overrides: list[str] | None = None
+) -> dict[str, Any]:
     valid = train_config_fields(config_cls)
     out = {}
     for key, value in train.items():
+        where = _where(["train", key], source, overrides)
         if key in _TRAIN_KEYS_OWNED_ELSEWHERE:
-            raise RecipeError(f"{source}: train.{key} is set by {_TRAIN_KEYS_OWNED_ELSEWHERE[key]}, not in [train]")
+            raise RecipeError(f"{where}: train.{key} is set by {_TRAIN_KEYS_OWNED_ELSEWHERE[key]}, not in [train]")
         if key not in valid:
             near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise RecipeError(
-                f"{source}: unknown key 'train.{key}'{hint} [train] accepts the fields of "
+                f"{where}: unknown key 'train.{key}'{hint} [train] accepts the fields of "
                 f"{config_cls.__module__.split('.')[0]}.{config_cls.__name__}"
             )
-        out[key] = _coerce(value, valid[key], source, f"train.{key}")
+        out[key] = _check_train_value(value, valid[key], where, f"train.{key}")
     return out
 
 
+def _check_train_value(value: Any, tp: Any, where: str, key: str) -> Any:
+    """A [train] value against its TRL annotation, kept as the recipe wrote it where pydantic would only change
+    its type: an int stays an int where a float is expected (transformers' logging_steps = 2 is a step count,
+    0.1 a fraction of the run, and the resolved recipe should say 2, not 2.0), an enum stays its string."""
+    prepared = _prepare(value, tp)
+    adapter = _value_adapter(tp)
+    if adapter is None:
+        return prepared
+    try:
+        out = adapter.validate_python(prepared)
+    except ValidationError:
+        raise RecipeError(_wrong_value(where, key, value, tp)) from None
+    if isinstance(out, enum.Enum):
+        return out.value
+    if isinstance(prepared, int) and not isinstance(prepared, bool) and isinstance(out, float):
+        return prepared
+    return out
+
+
+def _value_adapter(tp: Any) -> TypeAdapter | None:
+    """A validator for a TRL annotation; None for one pydantic cannot check (left to TRL, as before)."""
+    try:
+        return _cached_value_adapter(tp)
+    except TypeError:  # an unhashable annotation
+        return _cached_value_adapter.__wrapped__(tp)
+
+
+@functools.cache
+def _cached_value_adapter(tp: Any) -> TypeAdapter | None:
+    try:
+        return TypeAdapter(tp, config=ConfigDict(arbitrary_types_allowed=True, coerce_numbers_to_str=True))
+    except Exception:  # an annotation pydantic has no schema for, or a type with its own config
+        return None
+
+
 # ---------------------------------------------------------------------------------------------------------
-# Writing the resolved recipe (stdlib has a TOML reader but no writer).
+# Writing the resolved recipe.
 
 
 def dump_toml(data: dict[str, Any], header: str = "") -> str:
-    lines = [f"# {line}" for line in header.splitlines()] if header else []
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    lines += [f"{k} = {_toml_value(v)}" for k, v in scalars.items() if v is not None]
-    for name, table in tables.items():
-        lines += _toml_table(name, table)
-    return "\n".join(lines) + "\n"
+    """TOML text for a recipe dict, with `header` as leading comments. TOML has no null: None values are left
+    out (an absent key means its default, None)."""
+    lines = "".join(f"# {line}\n" for line in header.splitlines())
+    return lines + tomli_w.dumps(_toml_ready(data))
 
 
-def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
-    lines = ["", f"[{name}]"]
-    subtables = {}
-    for k, v in table.items():
-        if isinstance(v, dict):
-            subtables[k] = v
-        elif v is not None:  # TOML has no null: an absent key means the default (None)
-            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-    for k, v in subtables.items():
-        lines += _toml_table(f"{name}.{_toml_key(k)}", v)
-    return lines
-
-
-def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v if x is not None) + "]"
-    if isinstance(v, enum.Enum):
-        return _toml_value(v.value)
+def _toml_ready(v: Any) -> Any:
     if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
-    return _toml_value(str(v))
+        return {str(k): _toml_ready(x) for k, x in v.items() if x is not None}
+    if isinstance(v, (list, tuple)):
+        return [_toml_ready(x) for x in v if x is not None]
+    if isinstance(v, enum.Enum):
+        return _toml_ready(v.value)
+    if isinstance(v, (bool, int, float, str)):
+        return v
+    return str(v)
 
 
 def write_resolved(recipe: Recipe, path: Path, command: str) -> None:

@@ -36,11 +36,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_reward import variants  # noqa: E402
+from nl2sql_align.sql.compare import spider_exec_match  # noqa: E402
 
 from nl2sql_align.data import load_examples  # noqa: E402
 from nl2sql_align.evaluate import score_predictions  # noqa: E402
 from nl2sql_align.sql import SQLExecutor, as_scored  # noqa: E402
-from nl2sql_align.sql.compare import spider_exec_match  # noqa: E402
 
 SPIDER = REPO.parent / "shared" / "data" / "spider_sample"
 

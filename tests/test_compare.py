@@ -95,6 +95,13 @@ def test_compare_reports_eval_and_training_cost(two_runs, tmp_path: Path):
     assert "compare --runs" in summary["command"] and summary["command"] in report
     assert summary["machine"]["cpus"] and summary["machine"]["gpu"] in report
     assert "EX %" in p.stdout and "s/step" in p.stdout  # the terminal table
+    # The report is not replaced without --overwrite; with it, it is.
+    args = ["compare", "--runs", str(a), "--data", "demo:dev", "--limit", "2", "--report", str(out)]
+    again = cli(*args, check=False)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert json.loads((out / "summary.json").read_text())["n"] == 8
+    cli(*args, "--overwrite")
+    assert json.loads((out / "summary.json").read_text())["n"] == 2
 
 
 def test_compare_names_a_run_without_metrics(two_runs, tmp_path: Path):

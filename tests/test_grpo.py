@@ -15,7 +15,7 @@ from nl2sql_align.data import load_examples
 from nl2sql_align.errors import DataError, RecipeError
 from nl2sql_align.recipe import load_recipe
 from nl2sql_align.rewards import RewardEngine
-from nl2sql_align.stages import grpo
+from nl2sql_align.stages import grpo, rl
 from tests.conftest import capture_trainer, stage_recipe
 
 
@@ -142,7 +142,7 @@ def test_guards_report_empty_and_trivial_gold_and_drop_on_request(tmp_path: Path
     examples = load_examples(str(data))
     r = load_recipe(None, [f"data.train={data}"])
     with RewardEngine(timeout=2.0, workers=1) as engine:
-        kept, audit = grpo.audit_and_filter(examples, r, engine)
+        kept, audit = rl.audit_and_filter(examples, r, engine)
         assert [ex.question for ex in audit.empty] == ["Customers in Atlantis?"]
         # COUNT(*) ... WHERE age > 200 is 0: `SELECT 0` matches it without looking at the database.
         trivial = {ex.question for ex, _ in audit.trivial}
@@ -150,7 +150,7 @@ def test_guards_report_empty_and_trivial_gold_and_drop_on_request(tmp_path: Path
         assert "Names of customers in Dublin?" not in trivial
         assert len(kept) == 4  # reported, not dropped
         r2 = load_recipe(None, [f"data.train={data}", "reward.drop_empty_gold=true", "reward.drop_trivial_gold=true"])
-        kept2, _ = grpo.audit_and_filter(examples, r2, engine)
+        kept2, _ = rl.audit_and_filter(examples, r2, engine)
         assert "Customers in Atlantis?" not in {ex.question for ex in kept2}
         assert "Is there a customer older than 200?" not in {ex.question for ex in kept2}
         assert "Names of customers in Dublin?" in {ex.question for ex in kept2}
@@ -167,7 +167,7 @@ def test_failing_gold_stops_grpo_with_the_line(tmp_path: Path):
     )
     r = load_recipe(None, [f"data.train={data}"])
     with RewardEngine(timeout=2.0, workers=1) as engine, pytest.raises(DataError, match=r"bad.jsonl:2.*nme"):
-        grpo.audit_and_filter(load_examples(str(data)), r, engine)
+        rl.audit_and_filter(load_examples(str(data)), r, engine)
 
 
 def test_grpo_after_short_sft_raises_the_execution_reward(subset_sft, tmp_path: Path):

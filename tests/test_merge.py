@@ -33,6 +33,13 @@ def test_merged_model_matches_the_adapter_model(tiny_model_dir: Path, tmp_path: 
     merged_dir = merge_adapter(adapter, tmp_path / f"{mode}-merged")
 
     assert not (merged_dir / "adapter_config.json").exists()
+    # The prompt the model was trained with travels with it (eval --model reads it), and nothing is replaced
+    # without overwrite: not a finished merge, and never the adapter's own folder.
+    assert (merged_dir / "recipe.resolved.toml").read_text() == (adapter / "recipe.resolved.toml").read_text()
+    with pytest.raises(UserError, match="--overwrite"):
+        merge_adapter(adapter, merged_dir)
+    with pytest.raises(UserError, match="the adapter folder itself"):
+        merge_adapter(adapter, adapter, overwrite=True)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir)  # plain transformers, no peft
     tok = AutoTokenizer.from_pretrained(merged_dir)
     assert tok.chat_template and "<|im_start|>" in tok.chat_template

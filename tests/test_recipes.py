@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nl2sql_align.errors import RecipeError
-from nl2sql_align.recipe import dump_toml, load_recipe
+from nl2sql_align.recipe import apply_override, dump_toml, load_recipe, validate_train, write_resolved
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").rglob("*.toml"))
@@ -30,22 +30,19 @@ def test_recipes_folder_is_not_empty():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_recipe_is_valid(path: Path):
-    from nl2sql_align.cli import _guess_stage
-    from nl2sql_align.stages import load_stage_recipe, stage_module
+    from nl2sql_align.stages import get_stage, guess_stage, load_stage_recipe
 
     text = path.read_text()
     # Convention: a recipe opens with a comment holding its launch command, which names the stage.
     assert text.startswith("# nl2sql-align "), f"{path} must start with its launch command"
-    stage = _guess_stage(path)
+    stage = guess_stage(path)
     assert text.split()[2] in (stage, "demo"), f"{path}: the launch command and the file name disagree on the stage"
-    module = stage_module(stage)
     r, config_cls, defaults = load_stage_recipe(stage, path)
     assert r.output_dir and r.model.name_or_path
     # The [train] table builds the real TRL config (no model is loaded), with the stage's own checks.
-    from nl2sql_align.stages.runner import make_train_args
+    from nl2sql_align.stages.preflight import train_args
 
-    check = getattr(module, "check_batch_sizes", None)
-    args = make_train_args(config_cls, r, Path("/tmp/unused"), defaults, validating=True, check=check)
+    args = train_args(get_stage(stage), r, Path("/tmp/unused"), validating=True)
     if r.reward is not None:
         from nl2sql_align.rewards import build_reward_functions, specs_for
 
@@ -133,3 +130,97 @@ def test_resolved_recipe_round_trips(tmp_path: Path, sft_config):
     again = load_recipe(p, train_config_cls=sft_config)
     assert again.to_dict() == r.to_dict()
     assert tomllib.loads(text)["train"]["learning_rate"] == 3e-5
+
+
+def test_written_resolved_recipe_loads_back_equal_with_ints_as_ints(tmp_path: Path):
+    from trl import GRPOConfig
+
+    overrides = [
+        "train.logging_steps=2",  # a float field to transformers; 2 is a step count and must stay 2
+        "train.learning_rate=1e-6",
+        "lora.r=8",
+        'reward.components=[{name="execution", weight=2, requires=["format"]}, {name="format"}]',
+        "data.drop_too_long=true",
+        "data.schema.include=false",
+        "data.schema.example_values=0",
+    ]
+    r = load_recipe(REPO / "recipes" / "tiny-grpo.toml", overrides, train_config_cls=GRPOConfig)
+    out = tmp_path / "recipe.resolved.toml"
+    write_resolved(r, out, "nl2sql-align grpo --recipe recipes/tiny-grpo.toml")
+    text = out.read_text()
+    assert text.startswith("# Resolved recipe (defaults < ") and "# Reproduce: nl2sql-align grpo" in text
+    lines = text.splitlines()
+    assert "logging_steps = 2" in lines and "logging_steps = 2.0" not in lines
+    assert "max_completion_length = 64" in lines and "learning_rate = 1e-06" in lines
+    assert "[[reward.components]]" in lines and "weight = 2.0" in lines  # [reward] weights are floats
+    assert "max_questions" not in text and "samples =" in text  # None values are left out, the rest is there
+    again = load_recipe(out, train_config_cls=GRPOConfig)
+    assert again.to_dict() == r.to_dict()
+    assert again.train["logging_steps"] == 2 and type(again.train["logging_steps"]) is int
+    assert again.data.drop_too_long and not again.data.schema.include and again.data.schema.example_values == 0
+    assert [c.requires for c in again.reward.components] == [["format"], []]
+
+
+def test_unknown_keys_in_nested_tables_suggest_the_nearest(tmp_path: Path):
+    p = tmp_path / "r.toml"
+    p.write_text('output_dir = "o"\n[data.schema]\nincluded = true\n')
+    with pytest.raises(RecipeError, match=r"unknown key 'data.schema.included'; did you mean 'include'\?") as e:
+        load_recipe(p)
+    assert str(e.value).startswith(f"{p}: ") and "Valid keys here: example_values, format, include" in str(e.value)
+
+    p.write_text('output_dir = "o"\n[[reward.components]]\nname = "format"\nwieght = 2\n')
+    with pytest.raises(RecipeError, match=r"unknown key 'reward.components\[0\].wieght'; did you mean 'weight'"):
+        load_recipe(p)
+
+    with pytest.raises(RecipeError, match=r"^--set data.drop_to_long=true: unknown key 'data.drop_to_long'; did you"):
+        load_recipe(None, ["data.drop_to_long=true"])
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("train.learning_rate=abc", "train.learning_rate = 'abc' has the wrong type: expected float"),
+        ("eval.metric=foo", "eval.metric = 'foo' is not one of 'spider', 'bird'"),
+        ("lora.r=1.5", "lora.r = 1.5 has the wrong type: expected int"),
+        ("reward.components=[{name=1, hit='x'}]", "reward.components[0].hit = 'x' has the wrong type"),
+        ("train.learing_rate=1e-5", "unknown key 'train.learing_rate'; did you mean 'learning_rate'"),
+    ],
+)
+def test_a_bad_set_value_is_an_error_in_the_set_option_not_in_the_file(tmp_path: Path, override, says, sft_config):
+    p = tmp_path / "r.toml"
+    p.write_text('output_dir = "o"\n[model]\nname_or_path = "m"\n[train]\nlearning_rate = 1e-5\n')
+    for check in ("at load", "later"):  # [train] is also checked after loading (load_stage_recipe, dpo methods)
+        with pytest.raises(RecipeError) as e:
+            if check == "at load":
+                load_recipe(p, ["seed=1", override], train_config_cls=sft_config)
+            else:
+                validate_train(load_recipe(p, ["seed=1", override]), sft_config)
+        msg = str(e.value)
+        assert msg.startswith(f"--set {override}: ") and says in msg, msg
+        assert str(p) not in msg, msg
+
+
+def test_a_bad_file_value_is_still_the_files_error_beside_a_set(tmp_path: Path, sft_config):
+    p = tmp_path / "r.toml"
+    p.write_text('output_dir = "o"\n[eval]\nmetric = "foo"\n[train]\nlearning_rate = "abc"\n')
+    with pytest.raises(RecipeError, match=r"eval.metric = 'foo' is not one of") as e:
+        load_recipe(p, ["eval.batch_size=4"])
+    assert str(e.value).startswith(f"{p}: ")
+    p.write_text('output_dir = "o"\n[train]\nlearning_rate = "abc"\n')
+    with pytest.raises(RecipeError, match=r"train.learning_rate = 'abc' has the wrong type") as e:
+        load_recipe(p, ["train.num_train_epochs=2"], train_config_cls=sft_config)
+    assert str(e.value).startswith(f"{p}: ")
+
+
+def test_apply_override_sets_nested_keys_as_toml_values():
+    data: dict = {"train": {"x": 1}}
+    apply_override(data, "train.learning_rate=1e-5")
+    apply_override(data, "data.schema.format=compact")
+    apply_override(data, "reward.components=[{name = 'format'}]")
+    assert data == {
+        "train": {"x": 1, "learning_rate": 1e-5},
+        "data": {"schema": {"format": "compact"}},
+        "reward": {"components": [{"name": "format"}]},
+    }
+    with pytest.raises(RecipeError, match="'x' is a value, not a table"):
+        apply_override(data, "train.x.y=2")

@@ -57,9 +57,16 @@ def test_sigkill_then_resume_continues_the_step_count(tiny_model_dir: Path, tmp_
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
     assert complete_checkpoints(partial)[-1].name == f"checkpoint-{killed_at}"
 
-    resumed = _run([*args, "--resume"])
+    # A changed recipe would train a model neither recipe describes: refused, naming the key.
+    changed = _run([*args, "--set", "data.train=demo:dev", "--resume"])
+    assert changed.returncode == 2 and "data.train (was 'demo:train')" in changed.stderr, changed.stderr[-2000:]
+    assert complete_checkpoints(partial)[-1].name == f"checkpoint-{killed_at}"
+
+    # Logging does not change what is trained: resuming with another logging_steps goes on (the Trainer keeps the
+    # interrupted run's logging plan, restored from the checkpoint's trainer state).
+    resumed = _run([*args, "--set", "train.logging_steps=2", "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming from {partial / f'checkpoint-{killed_at}'}" in resumed.stderr
+    assert f"checkpoint-{killed_at}" in resumed.stderr and "resuming from" in resumed.stderr
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == MAX_STEPS
     # Every step was logged exactly once across the two processes: the resumed one took over at killed_at + 1.

@@ -176,17 +176,17 @@ def test_recipe_eval_samples_vote_after_training_as_eval_does(tiny_model_dir: Pa
     """`[eval] samples` gives the after-training eval (and compare) the same self-consistency as `eval --samples`:
     same candidates, same vote."""
     from nl2sql_align.data import load_examples
-    from nl2sql_align.evaluate import evaluate_model
+    from nl2sql_align.evaluate import evaluate
     from nl2sql_align.generation import load_generator
     from nl2sql_align.recipe import load_recipe
     from tests.conftest import REPO
 
     recipe_path = REPO / "recipes" / "tiny-sft.toml"
     r = load_recipe(recipe_path, ["eval.samples=3", "eval.temperature=1.0", "eval.max_new_tokens=16"])
-    summary = evaluate_model(
-        load_generator(str(tiny_model_dir), r),
+    summary, _ = evaluate(
         load_examples("demo:dev", limit=5),
         r,
+        generator=load_generator(str(tiny_model_dir), r),
         report_dir=tmp_path / "a",
         print_table=False,
     )

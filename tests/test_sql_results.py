@@ -136,7 +136,7 @@ def test_nan_equals_nan_after_normalisation() -> None:
 
 
 def test_decimal_versus_float() -> None:
-    assert Decimal("0.1") != 0.1  # why normalisation exists (DESIGN.md)
+    assert Decimal("0.1") != 0.1  # why normalisation exists (docs/DESIGN.md)
     assert not bird_exec_match([(Decimal("0.1"),)], [(0.1,)])
     assert normalize_rows([(Decimal("0.1"),)]) == [(0.1,)]
     assert results_match("SELECT x", [(Decimal("0.1"),)], [(0.1,)], metric="bird")

@@ -33,7 +33,7 @@ RECURSIVE_BOMB = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM r) 
 # singer has 6 rows: 8 copies (1.7M rows) finish in ~15 ms on both engines, so use 16 (2.8e12 rows).
 CROSS_JOIN_BOMB = "SELECT count(*) FROM " + ", ".join(f"singer AS s{i}" for i in range(16))
 # One function call that runs for many seconds, which an engine may or may not interrupt from inside: DuckDB
-# 2.0.0 could not (DESIGN.md: levenshtein on 60k characters ran 28 s under a 3 s limit), 2.0.1 stops it at
+# 2.0.0 could not (docs/DESIGN.md: levenshtein on 60k characters ran 28 s under a 3 s limit), 2.0.1 stops it at
 # the deadline; then only killing the worker stops it. The tests assert the bound, not which layer keeps it.
 UNINTERRUPTIBLE = {
     "duckdb": "SELECT levenshtein(repeat('a', 60000), repeat('b', 60000))",
@@ -218,7 +218,7 @@ def test_hardened_connection_blocks_what_the_guard_would(backends, sandbox_dir, 
 
 def test_duckdb_temp_objects_do_not_leak_into_later_queries(backends) -> None:
     # DuckDB lets a read-only database create temp views; a fresh cursor per query keeps them from shadowing
-    # the real table for the next query (DESIGN.md: this poisoned gold queries in the BIRD/OmniSQL harnesses).
+    # the real table for the next query (docs/DESIGN.md: this poisoned gold queries in the BIRD/OmniSQL harnesses).
     backend = backends["duckdb"]
     backend.run("CREATE TEMP VIEW singer AS SELECT 1 AS x WHERE false")
     assert backend.run("SELECT count(*) FROM singer").rows == [(SINGERS,)]
@@ -371,7 +371,7 @@ def _address_space_limit(pid: int) -> str:
 
 @pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="needs Linux /proc")
 def test_workers_have_a_bounded_address_space(dbs) -> None:
-    # repeat() allocates outside DuckDB's memory_limit (DESIGN.md); RLIMIT_AS turns it into an error.
+    # repeat() allocates outside DuckDB's memory_limit (docs/DESIGN.md); RLIMIT_AS turns it into an error.
     bomb = "SELECT length(repeat('x', 1500000000))"
     with SQLExecutor(workers=1, timeout=5.0, memory_mb=512) as ex:
         assert ex.execute(dbs["duckdb"], "SELECT 1").ok

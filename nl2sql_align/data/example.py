@@ -18,6 +18,12 @@ class Example:
     hardness: str | None = None  # Spider hardness or BIRD difficulty, when the data has it
     # Dialect the gold SQL is written in; None means the database's own. Spider/BIRD gold is SQLite.
     dialect: str | None = None
+    # The record's own system prompt (LLaMA-Factory's alpaca/sharegpt "system"); it replaces data.system_prompt
+    # and the built-in one for this example. None: no system of its own.
+    system: str | None = None
+    # The question already holds its database's CREATE TABLE statements (a prompt that brings its own schema,
+    # detected when the data is loaded): build_messages adds no schema text of ours.
+    prompt_has_schema: bool = False
     source: str = ""  # file:line it came from, for error messages
 
     def to_json(self, index: int | None = None) -> dict:
@@ -25,4 +31,6 @@ class Example:
         out.update(id=self.id, db=self.db_id, question=self.question, evidence=self.evidence, sql=self.sql)
         if self.hardness:
             out["hardness"] = self.hardness
+        if self.system:
+            out["system"] = self.system
         return out

@@ -7,14 +7,32 @@ Spec strings (the `data.train` / `data.eval` recipe keys and the `--data` option
     spider:DIR/train_spider.json   another split file of the same layout
     bird:DIR                       BIRD layout: DIR/dev.json, DIR/dev_databases/<db_id>/<db_id>.sqlite
     bird:DIR/train.json            another split; databases in the sibling <stem>_databases/
-    PATH.jsonl                     native: {"question", "sql", "db", optional "evidence", "id", "db_dir"}
-    PATH.json                      alpaca (instruction/input/output) or a JSON list of native records
+    PATH.jsonl | PATH.json         one object per line (.jsonl) or a JSON list (.json) of records in one of:
+      native                       {"question", "sql", "db", optional "evidence", "id", "db_dir"}
+      alpaca (LLaMA-Factory)       {"instruction", "input"?, "output", "system"?, <data.db_field>?}
+      sharegpt (LLaMA-Factory)     {"conversations": [{"from": "system"|"human"|"gpt", "value"}], "system"?, ...}
+                                   or {"messages": [{"role": "system"|"user"|"assistant", "content"}], ...}
+
+The format is detected per file, from its first record; every record of a file has that format. Alpaca and
+sharegpt records name their database in the `data.db_field` field (default "db_id") or take `data.db`; a record's
+`system` (or a leading system turn) replaces the system prompt for that example. The SQL of an alpaca `output` or
+a sharegpt assistant turn is read from its ```sql block when it has one. Files may start with a UTF-8 BOM.
+
+Paths, one rule: a relative path written inside a data file (a record's "db" or "db_dir") is relative to that
+file's folder; a relative path given in a recipe or on the command line (data.train, data.eval, data.db,
+data.db_dir, --data, --db, --db-dir, spider:DIR, bird:DIR) is relative to the current working directory. A db_id
+(a "db" without a database suffix) is a name, not a path: it is looked up under db_dir (the record's, else
+data.db_dir), else in the data file's folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterator
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +40,11 @@ from nl2sql_align.data.example import Example
 from nl2sql_align.errors import DataError
 from nl2sql_align.sql import Database
 
+log = logging.getLogger(__name__)
+
 DB_SUFFIXES = (".duckdb", ".ddb", ".sqlite", ".sqlite3", ".db")
+# Data files are read with this: plain UTF-8, and files saved with a byte-order mark (Windows editors) too.
+ENCODING = "utf-8-sig"
 
 
 def load_examples(
@@ -50,11 +72,14 @@ def load_examples(
                 f"data not found: {spec!r}. Give a .jsonl/.json file, spider:DIR, bird:DIR, demo:train or demo:dev"
             )
         if path.suffix == ".jsonl":
-            examples = _load_native_jsonl(path, db_dir, db)
+            records = ((f"{path}:{lineno}", rec) for lineno, rec in _iter_jsonl(path))
         elif path.suffix == ".json":
-            examples = _load_json(path, db_dir, db, db_field)
+            records = _iter_json_list(path)
         else:
             raise DataError(f"{path}: unknown data format (expected .jsonl, .json, spider:DIR, bird:DIR or demo:SPLIT)")
+        dbs = _DbCache(Path(db_dir) if db_dir else None, path.parent)
+        fixed = str(db) if db else None
+        examples = _mark_own_schema(_load_records(path, records, dbs, fixed, db_field), path)
     if not examples:
         raise DataError(f"{spec}: no examples found")
     ids = set()
@@ -69,12 +94,17 @@ def load_examples(
 # Database resolution
 
 
-def resolve_database(ref: str, db_dir: Path | None, base: Path, where: str) -> tuple[Database, str]:
-    """A `db` field is either a path to a database file or a db_id looked up under db_dir."""
+def resolve_database(
+    ref: str, db_dir: Path | None, base: Path, where: str, paths_from: Path | None = None
+) -> tuple[Database, str]:
+    """A `db` field is either a path to a database file or a db_id looked up under db_dir (else under `base`,
+    the data file's folder). A relative path is taken from `paths_from` (default `base`): the data file's folder
+    for a path written in the file, the current folder for one from the recipe or the command line."""
     looked: list[Path] = []
+    origin = base if paths_from is None else paths_from
     if ref.endswith(DB_SUFFIXES):
-        path = Path(ref)
-        candidates = [path] if path.is_absolute() else [base / path, *([db_dir / path] if db_dir else [])]
+        path = Path(ref).expanduser()
+        candidates = [path] if path.is_absolute() else [origin / path, *([db_dir / path] if db_dir else [])]
         for c in candidates:
             looked.append(c)
             if c.is_file():
@@ -93,6 +123,11 @@ def resolve_database(ref: str, db_dir: Path | None, base: Path, where: str) -> t
                 if c.is_file():
                     return Database.from_path(str(c.resolve())), ref
     hint = "" if db_dir else ' Set data.db_dir (or a "db_dir" field) to the folder that holds the databases.'
+    if paths_from is not None and paths_from != base and not Path(ref).is_absolute() and (base / ref).is_file():
+        hint = (
+            f" Paths in the recipe and on the command line are relative to the current folder ({paths_from}), not "
+            f"to the data file's: {base / ref} exists, give that path."
+        )
     raise DataError(f"{where}: database {ref!r} not found (looked for {', '.join(map(str, looked))}).{hint}")
 
 
@@ -102,19 +137,33 @@ class _DbCache:
     def __init__(self, db_dir: Path | None, base: Path):
         self.db_dir, self.base, self._seen = db_dir, base, {}
 
-    def get(self, ref: str, where: str, db_dir: Path | None = None) -> tuple[Database, str]:
-        key = (ref, db_dir)
+    def get(
+        self, ref: str, where: str, db_dir: Path | None = None, *, from_recipe: bool = False
+    ) -> tuple[Database, str]:
+        """`from_recipe`: `ref` is data.db / --db, so a relative path is taken from the current folder."""
+        key = (ref, db_dir, from_recipe)
         if key not in self._seen:
-            self._seen[key] = resolve_database(ref, db_dir or self.db_dir, self.base, where)
+            paths_from = Path.cwd() if from_recipe else self.base
+            self._seen[key] = resolve_database(ref, db_dir or self.db_dir, self.base, where, paths_from)
         return self._seen[key]
+
+    def database(self, record: dict[str, Any], field: str, fixed_db: str | None, where: str, hint: str):
+        """The database a record names in `field` (its paths relative to the file), else data.db (the recipe's)."""
+        ref = record.get(field)
+        if ref:
+            row_dir = self.base / record["db_dir"] if record.get("db_dir") else None
+            return self.get(str(ref), where, row_dir)
+        if fixed_db:
+            return self.get(str(fixed_db), where, from_recipe=True)
+        raise DataError(f"{where}: no database: {hint}")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Native JSONL
+# Reading files
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding=ENCODING) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -127,6 +176,62 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, record
 
 
+def _iter_json_list(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    for i, rec in enumerate(_read_json_list(path, "a JSON list of records")):
+        where = f"{path}: record {i}"
+        if not isinstance(rec, dict):
+            raise DataError(f"{where}: expected an object, got {type(rec).__name__}")
+        yield where, rec
+
+
+def _read_json_list(path: Path, what: str = "a JSON list") -> list:
+    try:
+        data = json.loads(path.read_text(encoding=ENCODING))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected {what}")
+    return data
+
+
+def record_format(rec: dict[str, Any]) -> str:
+    """native, alpaca or sharegpt, from the keys a record has."""
+    if "conversations" in rec or "messages" in rec:
+        return "sharegpt"
+    if "instruction" in rec or "output" in rec:
+        return "alpaca"
+    return "native"
+
+
+def _load_records(
+    path: Path, records: Iterable[tuple[str, dict[str, Any]]], dbs: _DbCache, fixed_db: str | None, db_field: str
+) -> list[Example]:
+    """One format per file, the first record's; a record of another shape is an error that says so."""
+    out: list[Example] = []
+    fmt = None
+    for i, (where, rec) in enumerate(records):
+        fmt = fmt or record_format(rec)
+        try:
+            if fmt == "sharegpt":
+                out.append(_sharegpt_example(rec, where, i, dbs, fixed_db, db_field, path.stem))
+            elif fmt == "alpaca":
+                out.append(_alpaca_example(rec, where, i, dbs, fixed_db, db_field, path.stem))
+            else:
+                out.append(_native_example(rec, where, i, dbs, fixed_db, path.stem))
+        except DataError as e:
+            own = record_format(rec)
+            if own == fmt:
+                raise
+            raise DataError(
+                f"{e} (this record looks {own}, but the file's first record is {fmt}: one format per file)"
+            ) from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Native records
+
+
 def _native_example(
     record: dict[str, Any], where: str, index: int, dbs: _DbCache, fixed_db: str | None, stem: str
 ) -> Example:
@@ -136,11 +241,10 @@ def _native_example(
             f"{where}: missing or empty field(s) {', '.join(missing)}; a native record needs "
             '"question", "sql" and "db" (a database path or a db_id with data.db_dir)'
         )
-    ref = record.get("db") or record.get("db_id") or fixed_db
-    if not ref:
-        raise DataError(f'{where}: no database: add a "db" field (path or db_id) or set data.db in the recipe')
-    row_dir = Path(record["db_dir"]) if record.get("db_dir") else None
-    database, db_id = dbs.get(str(ref), where, row_dir)
+    field = "db" if record.get("db") else "db_id"
+    database, db_id = dbs.database(
+        record, field, fixed_db, where, 'add a "db" field (path or db_id) or set data.db in the recipe'
+    )
     return Example(
         id=str(record.get("id", f"{stem}-{index}")),
         question=record["question"].strip(),
@@ -150,55 +254,46 @@ def _native_example(
         evidence=str(record.get("evidence") or "").strip(),
         hardness=record.get("hardness") or record.get("difficulty"),
         dialect=record.get("dialect"),
+        system=_system(record.get("system"), where),
         source=where,
     )
 
 
-def _load_native_jsonl(path: Path, db_dir, db) -> list[Example]:
-    dbs = _DbCache(Path(db_dir) if db_dir else None, path.parent)
-    return [
-        _native_example(rec, f"{path}:{lineno}", i, dbs, db, path.stem)
-        for i, (lineno, rec) in enumerate(_iter_jsonl(path))
-    ]
-
-
 # ---------------------------------------------------------------------------------------------------------
-# JSON: alpaca-style or a list of native records
+# LLaMA-Factory's alpaca and sharegpt layouts
 
 
-def _load_json(path: Path, db_dir, db, db_field: str) -> list[Example]:
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(records, list):
-        raise DataError(f"{path}: expected a JSON list of records")
-    dbs = _DbCache(Path(db_dir) if db_dir else None, path.parent)
-    out = []
-    for i, rec in enumerate(records):
-        where = f"{path}: record {i}"
-        if not isinstance(rec, dict):
-            raise DataError(f"{where}: expected an object, got {type(rec).__name__}")
-        if "instruction" in rec or "output" in rec:
-            out.append(_alpaca_example(rec, where, i, dbs, db, db_field, path.stem))
-        else:
-            out.append(_native_example(rec, where, i, dbs, db, path.stem))
-    return out
+def _system(value: Any, where: str) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None  # LLaMA-Factory: an empty system means the default one
+    if not isinstance(value, str):
+        raise DataError(f'{where}: "system" must be text, got {type(value).__name__}')
+    return value.strip()
+
+
+def _no_db_hint(db_field: str) -> str:
+    return (
+        f"add a {db_field!r} field to each record (data.db_field names it), "
+        "or set data.db to one database for the whole file"
+    )
 
 
 def _alpaca_example(rec, where, i, dbs: _DbCache, fixed_db, db_field, stem) -> Example:
-    """LLaMA-Factory's alpaca layout: instruction (+ input) is the question, output is the SQL."""
+    """LLaMA-Factory's alpaca layout: instruction (+ "\\n" + input) is the question, output is the SQL."""
     instruction, extra, output = rec.get("instruction"), rec.get("input") or "", rec.get("output")
     if not isinstance(instruction, str) or not isinstance(output, str) or not output.strip():
         raise DataError(f'{where}: an alpaca record needs string "instruction" and non-empty "output" fields')
-    question = instruction.strip() + ("\n" + extra.strip() if extra.strip() else "")
-    ref = rec.get(db_field) or fixed_db
-    if not ref:
+    if not isinstance(extra, str):
+        raise DataError(f'{where}: "input" must be text, got {type(extra).__name__}')
+    if rec.get("history"):
         raise DataError(
-            f"{where}: no database: add a {db_field!r} field to each record (data.db_field names it), "
-            "or set data.db to one database for the whole file"
+            f'{where}: "history" (earlier turns) is not supported: a text-to-SQL example is one question and its '
+            "query; fold what the turns say into the instruction or drop them"
         )
-    database, db_id = dbs.get(str(ref), where)
+    question = instruction.strip() + ("\n" + extra.strip() if extra.strip() else "")
+    if not question:
+        raise DataError(f'{where}: empty "instruction" and "input": no question')
+    database, db_id = dbs.database(rec, db_field, fixed_db, where, _no_db_hint(db_field))
     from nl2sql_align.data.prompts import extract_sql  # outputs are often fenced like model answers
 
     return Example(
@@ -208,8 +303,106 @@ def _alpaca_example(rec, where, i, dbs: _DbCache, fixed_db, db_field, stem) -> E
         db=database,
         db_id=db_id,
         evidence=str(rec.get("evidence") or "").strip(),
+        system=_system(rec.get("system"), where),
         source=where,
     )
+
+
+_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def _sharegpt_example(rec, where, i, dbs: _DbCache, fixed_db, db_field, stem) -> Example:
+    """ShareGPT (`conversations` of from/value) or OpenAI (`messages` of role/content): an optional system turn,
+    then one user turn (the question) and one assistant turn (the SQL)."""
+    key = "conversations" if "conversations" in rec else "messages"
+    turns = rec[key]
+    if not isinstance(turns, list) or not turns:
+        raise DataError(f"{where}: {key!r} must be a non-empty list of turns")
+    roles, texts = [], []
+    for j, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise DataError(f"{where}: {key}[{j}] must be an object, got {type(turn).__name__}")
+        role_tag, text_tag = ("from", "value") if "from" in turn else ("role", "content")
+        role, text = _ROLES.get(turn.get(role_tag)), turn.get(text_tag)
+        if role is None:
+            raise DataError(
+                f"{where}: {key}[{j}] has {role_tag} = {turn.get(role_tag)!r}; expected system, human/user or "
+                "gpt/assistant (tool and function turns are not supported)"
+            )
+        if not isinstance(text, str):
+            raise DataError(f"{where}: {key}[{j}] needs a text {text_tag!r}")
+        roles.append(role)
+        texts.append(text)
+    system = rec.get("system")
+    if roles[0] == "system":  # LLaMA-Factory: a leading system turn is the system prompt (over a "system" column)
+        system = texts[0]
+        roles, texts = roles[1:], texts[1:]
+    if roles != ["user", "assistant"]:
+        raise DataError(
+            f"{where}: expected one user turn then one assistant turn (after an optional system turn), got "
+            f"{' -> '.join(roles) or 'no turns'}; multi-turn conversations are not supported: a text-to-SQL "
+            "example is one question and its query"
+        )
+    question, answer = texts[0].strip(), texts[1]
+    if not question or not answer.strip():
+        raise DataError(f"{where}: empty user or assistant turn")
+    database, db_id = dbs.database(rec, db_field, fixed_db, where, _no_db_hint(db_field))
+    from nl2sql_align.data.prompts import extract_sql
+
+    return Example(
+        id=str(rec.get("id", f"{stem}-{i}")),
+        question=question,
+        sql=extract_sql(answer),
+        db=database,
+        db_id=db_id,
+        evidence=str(rec.get("evidence") or "").strip(),
+        system=_system(system, where),
+        source=where,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Prompts that already hold their schema
+
+# CREATE [TEMP] TABLE [IF NOT EXISTS] [schema.]name, the name bare or quoted "..", `..` or [..].
+_CREATE_TABLE = re.compile(
+    r"\bCREATE\s+(?:TEMP(?:ORARY)?\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r"(?:[\w$]+\.)?(?:\"([^\"]{1,200})\"|`([^`]{1,200})`|\[([^\]]{1,200})\]|([\w$]+))",
+    re.IGNORECASE,
+)
+
+
+@lru_cache(maxsize=256)
+def _table_names(path: str, engine: str) -> frozenset[str]:
+    from nl2sql_align.data.schema import read_schema
+
+    return frozenset(t.name.lower() for t in read_schema(Database(path, engine), 0))
+
+
+def holds_own_schema(text: str, db: Database) -> bool:
+    """The text has a CREATE TABLE statement for a table of this database (a prompt that brings its schema)."""
+    if "create" not in text.lower():
+        return False
+    named = {next(g for g in m.groups() if g).lower() for m in _CREATE_TABLE.finditer(text)}
+    return bool(named) and not named.isdisjoint(_table_names(db.path, db.engine))
+
+
+def _mark_own_schema(examples: list[Example], path: Path) -> list[Example]:
+    """Examples whose question already has their database's CREATE TABLE statements get no schema of ours."""
+    out = [
+        dataclasses.replace(ex, prompt_has_schema=True) if holds_own_schema(ex.question, ex.db) else ex
+        for ex in examples
+    ]
+    n = sum(ex.prompt_has_schema for ex in out)
+    if n:
+        log.info(
+            "%s: %d of %d examples already hold their database's CREATE TABLE statements in the prompt; no schema "
+            "text is added to those ([data.schema] include = false leaves it out of every prompt)",
+            path,
+            n,
+            len(out),
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -268,20 +461,18 @@ def _benchmark_examples(
     return out
 
 
-def _read_json_list(path: Path) -> list:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list")
-    return data
-
-
 def _load_demo(split: str) -> list[Example]:
     from nl2sql_align.data.demo import demo_dir
 
     if split not in ("train", "dev"):
         raise DataError(f"demo:{split}: the demo has the splits 'train' and 'dev'")
     root = demo_dir()
-    return _load_native_jsonl(root / f"{split}.jsonl", root / "databases", None)
+    path = root / f"{split}.jsonl"
+    records = ((f"{path}:{lineno}", rec) for lineno, rec in _iter_jsonl(path))
+    return _load_records(path, records, _DbCache(root / "databases", root), None, "db_id")
+
+
+def examples_for(data, spec: str, *, limit: int | None = None, db_dir=None, db=None) -> list[Example]:
+    """`load_examples` with a recipe's [data] table (db_dir, db, db_field), which every command shares: the one
+    place a [data] table is unpacked. `db_dir` / `db` given on the command line win over the recipe's."""
+    return load_examples(spec, db_dir=db_dir or data.db_dir, db=db or data.db, db_field=data.db_field, limit=limit)

@@ -19,14 +19,22 @@ DEFAULT_SYSTEM_PROMPT = (
 def build_messages(
     ex: Example, schema: SchemaSection | None = None, system_prompt: str | None = None
 ) -> list[dict[str, str]]:
-    """System + user messages. BIRD evidence goes before the question, as the benchmark's own prompts do."""
+    """System + user messages. BIRD evidence goes before the question, as the benchmark's own prompts do.
+
+    The system message is the example's own `system` (an alpaca/sharegpt record's) when it has one, else
+    `system_prompt` (the recipe's data.system_prompt), else the built-in one: LLaMA-Factory's rule, where a
+    record's system replaces the default system prompt. The user message holds our schema text unless
+    `[data.schema] include = false` or the question already holds the database's CREATE TABLE statements
+    (`ex.prompt_has_schema`); then it is the data's own prompt as written (after the evidence, if any)."""
     s = schema or SchemaSection()
     engine = _ENGINE_NAMES.get(ex.db.engine, ex.db.engine)
-    system = (system_prompt or DEFAULT_SYSTEM_PROMPT).replace("{engine}", engine)
-    parts = ["Database schema:", schema_text(ex.db, s.example_values, s.max_value_chars, s.format), ""]
-    if ex.evidence:
-        parts += [f"External knowledge: {ex.evidence}", ""]
-    parts.append(f"Question: {ex.question}")
+    system = ex.system or (system_prompt or DEFAULT_SYSTEM_PROMPT).replace("{engine}", engine)
+    evidence = [f"External knowledge: {ex.evidence}", ""] if ex.evidence else []
+    if not s.include or ex.prompt_has_schema:
+        parts = [*evidence, ex.question]
+    else:
+        schema_part = ["Database schema:", schema_text(ex.db, s.example_values, s.max_value_chars, s.format), ""]
+        parts = [*schema_part, *evidence, f"Question: {ex.question}"]
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(parts)}]
 
 

@@ -23,7 +23,7 @@ from nl2sql_align.data.prompts import has_sql_block
 from nl2sql_align.ppo import core
 from nl2sql_align.ppo.config import PPOConfig
 from nl2sql_align.ppo.model import ValueHeadModel, is_peft
-from nl2sql_align.stages.grpo import question_of, rounded  # the completions log's fields, as GRPO writes them
+from nl2sql_align.stages.rl import question_of, rounded  # the completions log's fields, as GRPO writes them
 
 PPO_STATE_FILE = "ppo_state.json"
 REWARD_COLUMNS = ("gold_sql", "db_path", "db_engine", "gold_dialect")

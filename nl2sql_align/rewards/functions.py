@@ -17,7 +17,7 @@ leaves it out of the logged mean) when a check it `requires` failed. SQL that is
 (DML, DDL, file access, several statements) gets `miss` from every component, gates ignored: the lowest
 total a preset can give.
 
-Presets (DESIGN.md, "Published reward designs"; values read from the authors' code where it is public):
+Presets (docs/DESIGN.md, "Published reward designs"; values read from the authors' code where it is public):
 
     sql-r1   SQL-R1 (Ma et al. 2025, verl synsql.py): format +1/-1; then executes +2/-2; then result +3/-3;
              a length bonus on a match. Totals: bad format -1, fails -1, wrong 0, correct 6 + bonus.

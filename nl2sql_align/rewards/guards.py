@@ -1,6 +1,6 @@
 """Reward-hacking guards: find training examples an execution reward cannot tell apart from a guess.
 
-Known hacks (DESIGN.md, "Published reward designs"): a query that returns nothing matches every gold query
+Known hacks (docs/DESIGN.md, "Published reward designs"): a query that returns nothing matches every gold query
 whose result is empty; on small databases, queries that ignore the question (SELECT 0, SELECT COUNT(*) FROM
 some_table, SELECT some_column FROM some_table) match many gold results. Here each example's gold result is
 compared with a fixed set of such question-independent probes on its database; an example whose gold result
@@ -81,9 +81,7 @@ def audit_gold(examples: list[Example], engine: RewardEngine) -> GoldAudit:
         matches = [
             q
             for q, r in probe_results[ex.db]
-            if r.rows
-            and (len(r.rows), len(r.rows[0])) == shape
-            and verdict(g, r, ex.sql, engine.metric)
+            if r.rows and (len(r.rows), len(r.rows[0])) == shape and verdict(g, r, ex.sql, engine.metric)
         ]
         if len(matches) >= TRIVIAL_MATCHES or any(q in CONSTANT_PROBES for q in matches):
             audit.trivial.append((ex, matches))

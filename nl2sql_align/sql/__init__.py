@@ -12,6 +12,15 @@ comparisons and the one `verdict`. Never imports torch.
 """
 
 from nl2sql_align.sql.backends import Database, ExecResult
+from nl2sql_align.sql.guard import (
+    TranspileError,
+    UnsafeSQLError,
+    check_read_only,
+    ensure_read_only,
+    parse_untrusted,
+    remove_distinct,
+    transpile,
+)
 from nl2sql_align.sql.results import (
     QueryRewriter,
     as_scored,
@@ -20,15 +29,6 @@ from nl2sql_align.sql.results import (
     results_match,
     spider_exec_match,
     verdict,
-)
-from nl2sql_align.sql.guard import (
-    TranspileError,
-    UnsafeSQLError,
-    parse_untrusted,
-    check_read_only,
-    ensure_read_only,
-    remove_distinct,
-    transpile,
 )
 from nl2sql_align.sql.sandbox import SQLExecutor
 

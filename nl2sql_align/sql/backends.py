@@ -2,7 +2,7 @@
 
 These run inside the sandbox's worker processes (`sandbox.py`). Everything here is the second layer of
 defence: the sqlglot guard has already refused what it recognises, and the worker process can still be
-killed from outside. The settings follow what DESIGN.md ("Executing untrusted SQL") measured.
+killed from outside. The settings follow what docs/DESIGN.md ("Executing untrusted SQL") measured.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _fetch(cursor: Any, row_cap: int) -> tuple[list[tuple], bool]:
 # --- SQLite -------------------------------------------------------------------------------------------------
 
 # Only reading is authorised. `?mode=ro` alone still lets ATTACH and VACUUM INTO create files and CREATE TEMP
-# VIEW shadow a table (DESIGN.md); denying every other action code blocks those, PRAGMA (reads included),
+# VIEW shadow a table (docs/DESIGN.md); denying every other action code blocks those, PRAGMA (reads included),
 # transactions and load_extension().
 _SQLITE_ALLOWED = frozenset(
     {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
@@ -194,7 +194,7 @@ class _Watchdog:
                     self._cond.wait(remaining)
                     continue
                 # Interrupt the cursor that runs the query: interrupting the parent connection does not stop
-                # a cursor's query (DESIGN.md).
+                # a cursor's query (docs/DESIGN.md).
                 try:
                     self._cursor.interrupt()
                 except Exception:  # the cursor closed between the deadline and here
@@ -221,11 +221,11 @@ class DuckDBBackend:
             "allow_unsigned_extensions": False,
         }
         if timeout > 0:
-            # New in DuckDB 2.0 (DESIGN.md); stops the recursive-CTE bomb within ~1 ms of the limit.
+            # New in DuckDB 2.0 (docs/DESIGN.md); stops the recursive-CTE bomb within ~1 ms of the limit.
             config["max_execution_time"] = max(1, int(timeout * 1000))
         if memory_mb:
             # Half the worker's budget: allocations outside DuckDB's buffer manager (repeat('x', 2e9) reached
-            # 3.9 GB over a 1 GB memory_limit, DESIGN.md) and the Python rows need the rest.
+            # 3.9 GB over a 1 GB memory_limit, docs/DESIGN.md) and the Python rows need the rest.
             config["memory_limit"] = f"{max(64, memory_mb // 2)}MB"
         self.conn = duckdb.connect(path, read_only=True, config=config)
         # No spilling to disk: the default temp_directory '.tmp' would create files in the working directory.
@@ -233,7 +233,7 @@ class DuckDBBackend:
         # applies connect() config in its own order, so both go through SET here).
         self.conn.execute("SET temp_directory = ''")
         # No file or network access, ATTACH, COPY TO, extension loading or Python replacement scans (which
-        # could read a Python variable such as the gold answers); then freeze every setting (DESIGN.md).
+        # could read a Python variable such as the gold answers); then freeze every setting (docs/DESIGN.md).
         self.conn.execute("SET enable_external_access = false")
         self.conn.execute("SET lock_configuration = true")
         self._watchdog = _Watchdog()

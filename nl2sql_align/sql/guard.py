@@ -2,7 +2,7 @@
 
 This is the first of three layers (the others: hardened read-only connections in `backends.py`, killable
 worker processes in `sandbox.py`). DuckDB's own security page says its settings are defence in depth, not
-a sandbox (DESIGN.md, "Executing untrusted SQL"), so nothing here is trusted alone: the guard refuses what
+a sandbox (docs/DESIGN.md, "Executing untrusted SQL"), so nothing here is trusted alone: the guard refuses what
 it can recognise, and the connection settings block what it misses.
 """
 
@@ -219,7 +219,7 @@ def check_read_only(sql: str, dialect: str, max_sql_chars: int = DEFAULT_MAX_SQL
     tree refuses the query too (fail closed). Only an unknown `dialect` raises (ValueError)."""
     if not isinstance(sql, str) or not sql.strip():
         return "empty query"
-    # Cap the length before parsing: a 20k-arm UNION ALL took DuckDB 119 s just to plan (DESIGN.md), and
+    # Cap the length before parsing: a 20k-arm UNION ALL took DuckDB 119 s just to plan (docs/DESIGN.md), and
     # sqlglot's parse time grows with the text too.
     if len(sql) > max_sql_chars:
         return f"query too long ({len(sql)} characters, limit {max_sql_chars})"
@@ -239,7 +239,7 @@ def _refusal(parsed: list[exp.Expression | None], sql: str) -> str | None:
     if not statements:
         return "empty query"
     if len(statements) > 1:
-        # `execute("CREATE ...; SELECT ...")` runs both statements in DuckDB (DESIGN.md).
+        # `execute("CREATE ...; SELECT ...")` runs both statements in DuckDB (docs/DESIGN.md).
         return f"only one statement may run (found {len(statements)})"
     root = statements[0]
     if not isinstance(root, _QUERY_TYPES):

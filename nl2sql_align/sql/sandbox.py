@@ -1,12 +1,12 @@
 """A persistent pool of SQL worker processes, and `SQLExecutor`, the public way to run untrusted SQL.
 
 Why processes: DuckDB cannot stop everything in-process (CPU bombs inside one function call, memory bombs
-past memory_limit, planning bombs; DESIGN.md, "Executing untrusted SQL"), and `func_timeout`-style thread
+past memory_limit, planning bombs; docs/DESIGN.md, "Executing untrusted SQL"), and `func_timeout`-style thread
 timeouts leave the query running. A worker that overruns its deadline or dies is SIGKILLed and replaced;
 its job gets a timeout or "worker crashed" result and every other job carries on.
 
 Why persistent: a process per query manages 5-94 queries/s, a persistent connection 1400 (DuckDB) to
-167k (SQLite) (DESIGN.md). Each worker keeps one connection per database and a fresh cursor per query.
+167k (SQLite) (docs/DESIGN.md). Each worker keeps one connection per database and a fresh cursor per query.
 
 How workers start: a fresh interpreter (`sys.executable -c ...`, fork+exec done in C by `subprocess`, the
 same primitive multiprocessing's "spawn" uses), never a bare fork of a parent that may hold a model on a
@@ -89,7 +89,7 @@ def _limit_address_space(memory_mb: int) -> None:
     # further one +20 MB with async_threads=1 (~600 MB each with DuckDB's default 8 I/O threads). DuckDB
     # starts and answers even under a 256 MB RLIMIT_AS (below 1 GB the process segfaulted on exit after
     # failed allocations; from 1 GB up it was clean). With the limit, repeat('x', 2e9) fails at once with
-    # DuckDB's OutOfMemory instead of growing to 3.9 GB (DESIGN.md). Counting from the start-up footprint
+    # DuckDB's OutOfMemory instead of growing to 3.9 GB (docs/DESIGN.md). Counting from the start-up footprint
     # keeps memory_mb meaning "room for queries" however heavy the interpreter's imports are. Linux only
     # (/proc); skipped elsewhere.
     try:
@@ -373,6 +373,7 @@ class SQLExecutor:
         pending = deque(sorted(jobs))
         done = total - len(jobs)  # refused and missing-database jobs were answered in the parent
         shown = -1
+        began = time.monotonic()
         while pending or any(w.job is not None for w in self._workers):
             now = time.monotonic()
             for w in list(self._workers):
@@ -430,7 +431,25 @@ class SQLExecutor:
                 elif not w.ready and now >= w.started + WORKER_START_TIMEOUT:
                     raise RuntimeError(f"SQL worker {w.pid} did not start within {WORKER_START_TIMEOUT:.0f} s")
             if progress and done != shown:
-                print(f"\rSQL {done}/{total}", end="", file=sys.stderr, flush=True)
-                shown = done
-        if progress:
+                shown = _show_progress(done, total, shown, now - began)
+        if progress and sys.stderr.isatty():
             print(file=sys.stderr)
+
+
+# In a log file, a batch that finishes within this many seconds leaves no progress lines (validate stays quiet).
+QUIET_SECONDS = 5.0
+
+
+def _show_progress(done: int, total: int, shown: int, elapsed: float) -> int:
+    """On a terminal, one line rewritten in place; in a log file (CI, nohup, SLURM), once the batch has run for
+    QUIET_SECONDS, a line every 10% and at the end, never a wall of carriage returns. Returns what is shown."""
+    if sys.stderr.isatty():
+        print(f"\rSQL {done}/{total}", end="", file=sys.stderr, flush=True)
+        return done
+    if elapsed < QUIET_SECONDS:
+        return shown
+    step = max(1, total // 10)
+    if done == total or done // step > shown // step:
+        print(f"SQL {done}/{total} ({100 * done // max(1, total)}%)", file=sys.stderr, flush=True)
+        return done
+    return shown

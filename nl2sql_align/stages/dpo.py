@@ -21,6 +21,7 @@ from pathlib import Path
 
 from nl2sql_align.errors import DataError
 from nl2sql_align.recipe import Recipe
+from nl2sql_align.stages import Stage
 from nl2sql_align.stages.preference import load_preference_data, policy_margins
 from nl2sql_align.stages.runner import StageContext, run_stage
 
@@ -41,17 +42,20 @@ _METHOD_DEFAULTS = {"simpo": {"loss_type": "simpo", "cpo_alpha": 0.0}}
 KTO_LOSSES = ("kto", "apo_zero_unpaired")
 
 
-def check_train(method: str):
-    def check(values: dict) -> str | None:
-        if method == "kto" and values.get("loss_type", "kto") not in KTO_LOSSES:
-            return f"train.loss_type = {values['loss_type']!r} is not a KTO loss: choose one of {', '.join(KTO_LOSSES)}"
-        return None
-
-    return check
+def _method(recipe_or_method: Recipe | str | None) -> str:
+    if recipe_or_method is None or isinstance(recipe_or_method, str):
+        return recipe_or_method or "dpo"
+    return recipe_or_method.preference.method
 
 
-def train_defaults(method: str = "dpo") -> dict:
-    return {**TRAIN_DEFAULTS, **_METHOD_DEFAULTS.get(method, {})}
+def check_train(values: dict, recipe: Recipe | None = None, num_processes: int | None = None) -> str | None:
+    if _method(recipe) == "kto" and values.get("loss_type", "kto") not in KTO_LOSSES:
+        return f"train.loss_type = {values['loss_type']!r} is not a KTO loss: choose one of {', '.join(KTO_LOSSES)}"
+    return None
+
+
+def train_defaults(recipe: Recipe | str | None = None) -> dict:
+    return {**TRAIN_DEFAULTS, **_METHOD_DEFAULTS.get(_method(recipe), {})}
 
 
 # method -> (module, config class, trainer class)
@@ -74,8 +78,9 @@ def _trl_class(method: str, which: int):
     return getattr(importlib.import_module(module), names[which])
 
 
-def config_class(method: str = "dpo"):
-    return _trl_class(method, 0)
+def config_class(recipe: Recipe | str | None = None):
+    """The TRL config class of the recipe's preference method (or of a method named directly)."""
+    return _trl_class(_method(recipe), 0)
 
 
 def _trainer_class(method: str):
@@ -93,13 +98,21 @@ def training_rows(records, method: str) -> list[dict]:
     return [r.trl_row() for r in records]
 
 
+def _load(recipe: Recipe):
+    """The preference data, refused here (before a model loads) when the method cannot train on it."""
+    data = load_preference_data(recipe)
+    method = recipe.preference.method
+    rows = training_rows(data[0], method)
+    if method == "kto" and not ({True, False} <= {r["label"] for r in rows}):
+        raise DataError(f"{recipe.data.train}: KTO needs both desirable and undesirable completions")
+    return data
+
+
 def _build(ctx: StageContext):
     from datasets import Dataset
 
     method = ctx.recipe.preference.method
     rows = training_rows(ctx.train_examples, method)
-    if method == "kto" and not ({True, False} <= {r["label"] for r in rows}):
-        raise DataError(f"{ctx.recipe.data.train}: KTO needs both desirable and undesirable completions")
     kwargs = dict(
         model=ctx.model,
         args=ctx.args,
@@ -124,17 +137,16 @@ def heldout_margins(trainer, ctx: StageContext) -> dict[str, float]:
     return policy_margins(model, ctx.tokenizer, ctx.eval_pairs)
 
 
+STAGE = Stage(
+    name="dpo",
+    config_class=config_class,
+    train_defaults=train_defaults,
+    load_data=_load,
+    check_train=check_train,
+    heldout=heldout_margins,
+    unit="preference records",
+)
+
+
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
-    method = recipe.preference.method
-    return run_stage(
-        method,
-        recipe,
-        config_class(method),
-        _build,
-        overwrite=overwrite,
-        resume=resume,
-        train_defaults=train_defaults(method),
-        check_train=check_train(method),
-        load_data=load_preference_data,
-        heldout=heldout_margins,
-    )
+    return run_stage(STAGE, recipe, _build, overwrite=overwrite, resume=resume)

@@ -11,17 +11,17 @@ be rewarded), empty or trivially matched gold results are reported and optionall
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
 from pathlib import Path
 
-from rich.console import Console
-
-from nl2sql_align.errors import DataError, RecipeError, failing_gold_error
 from nl2sql_align.recipe import Recipe
 from nl2sql_align.rewards.engine import completion_text
-from nl2sql_align.stages.runner import StageContext, run_stage
+from nl2sql_align.stages import Stage
+from nl2sql_align.stages.rl import question_of, reward_preflight, rl_rows, rounded, run_with_engine
+from nl2sql_align.stages.runner import StageContext, load_stage_examples
 
 TRAIN_DEFAULTS = {
     "logging_steps": 5,
@@ -32,25 +32,33 @@ TRAIN_DEFAULTS = {
 }
 
 
-def config_class():
+def config_class(recipe: Recipe | None = None):
     from trl import GRPOConfig
 
     return GRPOConfig
 
 
-def grpo_rows(examples, recipe: Recipe) -> list[dict]:
-    from nl2sql_align.data import build_messages
+def train_defaults(recipe: Recipe | None = None) -> dict:
+    return TRAIN_DEFAULTS
 
-    return [
-        {
-            "prompt": build_messages(ex, recipe.data.schema, recipe.data.system_prompt),
-            "gold_sql": ex.sql,
-            "db_path": ex.db.path,
-            "db_engine": ex.db.engine,
-            "gold_dialect": ex.dialect or "",
-        }
-        for ex in examples
-    ]
+
+def check_train(values: dict, recipe: Recipe | None = None, num_processes: int | None = None) -> str | None:
+    if recipe is not None and "reward_weights" in recipe.train:
+        return "set reward weights in [reward] (weight = ...), not train.reward_weights"
+    return check_batch_sizes(values, num_processes)
+
+
+def for_processes(recipe: Recipe, num_processes: int) -> Recipe:
+    """GRPOConfig derives its generation batch from the processes of the run that builds it (one, when
+    validating): state the batch N processes will form, so that TRL checks the real plan."""
+    if {"generation_batch_size", "steps_per_generation"} & set(recipe.train):
+        return recipe
+    merged = {**TRAIN_DEFAULTS, **recipe.train}
+    planned = copy.deepcopy(recipe)
+    planned.train["generation_batch_size"] = (
+        merged.get("per_device_train_batch_size", 8) * num_processes * merged.get("gradient_accumulation_steps", 1)
+    )
+    return planned
 
 
 def check_batch_sizes(train: dict, num_processes: int | None = None) -> str | None:
@@ -113,49 +121,6 @@ def _completions_logger_class():
     return Trainer
 
 
-def question_of(prompt) -> str:
-    """The question of a chat prompt (what a completions log shows instead of the whole schema)."""
-    if isinstance(prompt, list) and prompt:
-        content = prompt[-1].get("content", "") if isinstance(prompt[-1], dict) else str(prompt[-1])
-        return content.rsplit("Question: ", 1)[-1]
-    return str(prompt)
-
-
-def rounded(v):
-    """A logged number: 4 decimals, None for NaN (JSON has no NaN)."""
-    v = float(v)
-    return None if v != v else round(v, 4)
-
-
-def audit_and_filter(examples, recipe: Recipe, engine, console: Console | None = None):
-    """Execute every gold query; stop on failing gold, report (and optionally drop) hackable examples."""
-    from nl2sql_align.recipe import RewardSection
-    from nl2sql_align.rewards.guards import audit_gold
-
-    section = recipe.reward or RewardSection()
-    audit = audit_gold(examples, engine)
-    if audit.failing:
-        raise failing_gold_error(
-            [f"{ex.source or ex.id}: {err}" for ex, err in audit.failing],
-            "those examples can never earn an execution reward",
-            f"Fix or remove them from {recipe.data.train}.",
-        )
-    console = console or Console(stderr=True)
-    for line in audit.report(len(examples)):
-        console.print(f"[yellow]reward guard:[/] {line}")
-    drop = set()
-    if section.drop_empty_gold:
-        drop |= {ex.id for ex in audit.empty}
-    if section.drop_trivial_gold:
-        drop |= {ex.id for ex, _ in audit.trivial}
-    kept = [ex for ex in examples if ex.id not in drop]
-    if drop:
-        console.print(f"reward guard: dropped {len(drop)} examples, {len(kept)} left")
-    if not kept:
-        raise DataError(f"{recipe.data.train}: no training examples left after the reward guards")
-    return kept, audit
-
-
 def _build_with(engine_holder: dict):
     def build(ctx: StageContext):
         from datasets import Dataset
@@ -163,22 +128,18 @@ def _build_with(engine_holder: dict):
         from nl2sql_align.rewards import engine_for, reward_functions_for
 
         recipe = ctx.recipe
-        if "reward_weights" in recipe.train:
-            raise RecipeError(
-                f"{recipe.source}: set reward weights in [reward] (weight = ...), not train.reward_weights"
-            )
         engine = engine_for(recipe.reward, num_processes=ctx.args.world_size)
         engine_holder["engine"] = engine
         section = recipe.reward
         funcs, weights = reward_functions_for(section, engine, device=ctx.args.device)
         ctx.args.reward_weights = weights
-        examples, _ = audit_and_filter(ctx.train_examples, recipe, engine)
+        examples = ctx.train_examples  # audited by the preflight (rl.reward_preflight)
         trainer_cls = _completions_logger_class()
         trainer = trainer_cls(
             model=ctx.model,
             reward_funcs=funcs,
             args=ctx.args,
-            train_dataset=Dataset.from_list(grpo_rows(examples, recipe)),
+            train_dataset=Dataset.from_list(rl_rows(examples, recipe)),
             processing_class=ctx.tokenizer,
             peft_config=ctx.peft_config,
             quantization_config=ctx.quantization_config,
@@ -191,25 +152,16 @@ def _build_with(engine_holder: dict):
     return build
 
 
-def run_with_engine(stage: str, recipe: Recipe, config_cls: type, build_with, **kwargs) -> Path:
-    """run_stage for the stages that execute SQL for rewards (grpo, ppo): `build_with(holder)` returns the build
-    function, which puts the RewardEngine it starts in holder["engine"]; its workers stop however the run ends."""
-    holder: dict = {}
-    try:
-        return run_stage(stage, recipe, config_cls, build_with(holder), **kwargs)
-    finally:
-        if holder.get("engine") is not None:
-            holder["engine"].close()
+STAGE = Stage(
+    name="grpo",
+    config_class=config_class,
+    train_defaults=train_defaults,
+    load_data=load_stage_examples,
+    check_train=check_train,
+    preflight=reward_preflight,
+    for_processes=for_processes,
+)
 
 
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
-    return run_with_engine(
-        "grpo",
-        recipe,
-        config_class(),
-        _build_with,
-        overwrite=overwrite,
-        resume=resume,
-        train_defaults=TRAIN_DEFAULTS,
-        check_train=check_batch_sizes,
-    )
+    return run_with_engine(STAGE, recipe, _build_with, overwrite=overwrite, resume=resume)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from nl2sql_align.errors import RecipeError
 from nl2sql_align.recipe import Recipe
-from nl2sql_align.stages.grpo import audit_and_filter, grpo_rows, run_with_engine
-from nl2sql_align.stages.runner import StageContext
+from nl2sql_align.stages import Stage
+from nl2sql_align.stages.preflight import train_args
+from nl2sql_align.stages.rl import reward_preflight, rl_rows, run_with_engine
+from nl2sql_align.stages.runner import StageContext, load_stage_examples
 
 TRAIN_DEFAULTS = {
     "logging_steps": 1,
@@ -28,10 +30,29 @@ TRAIN_DEFAULTS = {
 }
 
 
-def config_class():
+def config_class(recipe: Recipe | None = None):
     from nl2sql_align.ppo.config import PPOConfig
 
     return PPOConfig
+
+
+def train_defaults(recipe: Recipe | None = None) -> dict:
+    return TRAIN_DEFAULTS
+
+
+def _preflight(recipe: Recipe, data):
+    lines, data = reward_preflight(recipe, data)
+    args = train_args(STAGE, recipe, Path(recipe.output_dir), validating=True)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    per_rollout = args.local_rollout_batch_size * world
+    if len(data[0]) < per_rollout:
+        raise RecipeError(
+            f"{recipe.source}: one rollout takes {per_rollout} prompts (per_device_train_batch_size "
+            f"{args.per_device_train_batch_size} x gradient_accumulation_steps {args.gradient_accumulation_steps} x "
+            f"num_mini_batches {args.num_mini_batches} x {world} process(es)) but data.train has "
+            f"{len(data[0])}: lower one of those or use more data"
+        )
+    return lines, data
 
 
 def _build_with(holder: dict):
@@ -46,18 +67,9 @@ def _build_with(holder: dict):
         recipe, args = ctx.recipe, ctx.args
         section = recipe.reward
         engine = None
-        examples = ctx.train_examples
+        examples = ctx.train_examples  # audited by the preflight (rl.reward_preflight)
         if uses_execution(section):
             engine = holder["engine"] = engine_for(section, num_processes=args.world_size)
-            examples, _ = audit_and_filter(examples, recipe, engine)
-        per_rollout = args.local_rollout_batch_size * args.world_size
-        if len(examples) < per_rollout:
-            raise RecipeError(
-                f"{recipe.source}: one rollout takes {per_rollout} prompts (per_device_train_batch_size "
-                f"{args.per_device_train_batch_size} x gradient_accumulation_steps {args.gradient_accumulation_steps} x "
-                f"num_mini_batches {args.num_mini_batches} x {args.world_size} process(es)) but data.train has "
-                f"{len(examples)}: lower one of those or use more data"
-            )
         funcs, weights = reward_functions_for(section, engine, device=args.device)  # a bad reward.model fails here
         distributed = int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
         policy = load_policy(ctx.model, args.model_init_kwargs, ctx.quantization_config, ctx.peft_config, distributed)
@@ -69,7 +81,7 @@ def _build_with(holder: dict):
         trainer = PPOTrainer(
             model=ValueHeadModel(policy),
             args=args,
-            train_dataset=Dataset.from_list(grpo_rows(examples, recipe)),
+            train_dataset=Dataset.from_list(rl_rows(examples, recipe)),
             processing_class=ctx.tokenizer,
             reward_funcs=funcs,
             reward_weights=weights,
@@ -83,7 +95,14 @@ def _build_with(holder: dict):
     return build
 
 
+STAGE = Stage(
+    name="ppo",
+    config_class=config_class,
+    train_defaults=train_defaults,
+    load_data=load_stage_examples,
+    preflight=_preflight,
+)
+
+
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
-    return run_with_engine(
-        "ppo", recipe, config_class(), _build_with, overwrite=overwrite, resume=resume, train_defaults=TRAIN_DEFAULTS
-    )
+    return run_with_engine(STAGE, recipe, _build_with, overwrite=overwrite, resume=resume)

@@ -15,7 +15,7 @@ from nl2sql_align.recipe import Recipe
 
 def load_preference_data(recipe: Recipe, *, generates: bool = True) -> tuple[list, list, list]:
     """(train records, eval Examples for EX after training, held-out records)."""
-    from nl2sql_align.data import load_examples
+    from nl2sql_align.data import examples_for
 
     d = recipe.data
     if not d.train:
@@ -26,7 +26,7 @@ def load_preference_data(recipe: Recipe, *, generates: bool = True) -> tuple[lis
         held = held + load_preferences(d.eval_pairs, d)
     evals = []
     if generates and d.eval:
-        evals = load_examples(d.eval, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=d.eval_limit)
+        evals = examples_for(d, d.eval, limit=d.eval_limit)
     return train, evals, held
 
 

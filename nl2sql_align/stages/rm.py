@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nl2sql_align.errors import DataError
 from nl2sql_align.recipe import Recipe
+from nl2sql_align.stages import Stage
 from nl2sql_align.stages.preference import load_preference_data
 from nl2sql_align.stages.runner import StageContext, build_peft_config, run_stage
 
@@ -24,10 +25,14 @@ TRAIN_DEFAULTS = {
 }
 
 
-def config_class():
+def config_class(recipe: Recipe | None = None):
     from trl import RewardConfig
 
     return RewardConfig
+
+
+def train_defaults(recipe: Recipe | None = None) -> dict:
+    return TRAIN_DEFAULTS
 
 
 def _load(recipe: Recipe):
@@ -78,15 +83,15 @@ def heldout_accuracy(trainer, ctx: StageContext) -> dict[str, float]:
     }
 
 
+STAGE = Stage(
+    name="rm",
+    config_class=config_class,
+    train_defaults=train_defaults,
+    load_data=_load,
+    heldout=heldout_accuracy,
+    unit="preference pairs",
+)
+
+
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
-    return run_stage(
-        "rm",
-        recipe,
-        config_class(),
-        _build,
-        overwrite=overwrite,
-        resume=resume,
-        train_defaults=TRAIN_DEFAULTS,
-        load_data=_load,
-        heldout=heldout_accuracy,
-    )
+    return run_stage(STAGE, recipe, _build, overwrite=overwrite, resume=resume)

@@ -8,18 +8,42 @@ A stage module only says how to turn examples into its dataset columns and which
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nl2sql_align.errors import RecipeError, UserError
-from nl2sql_align.recipe import Recipe, write_resolved
+from nl2sql_align.evaluate import evaluate
+from nl2sql_align.recipe import RESOLVED_NAME, Recipe, write_resolved
+from nl2sql_align.stages import Stage
+from nl2sql_align.stages.checkpoints import (  # noqa: F401  (re-exported: the stage modules' one import)
+    COMPLETE_MARKER,
+    _truncate_metrics,
+    check_resume,
+    checkpoint_marker,
+    checkpoint_step,
+    complete_checkpoints,
+    partial_dir,
+    prepare_output_dir,
+    prepare_training_dir,
+    publish,
+)
+from nl2sql_align.stages.preflight import check_stage, train_args
+from nl2sql_align.stages.setup import (  # noqa: F401
+    build_model_kwargs,
+    build_peft_config,
+    build_quantization_config,
+    load_stage_examples,
+    load_training_tokenizer,
+    make_train_args,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,200 +66,6 @@ def resolved_command() -> str:
     return " ".join(["nl2sql-align", *sys.argv[1:]]) if sys.argv else "nl2sql-align"
 
 
-def _final_dir(output_dir: str) -> Path:
-    if not output_dir:
-        raise RecipeError('output_dir is not set: add output_dir = "out/..." to the recipe or --set output_dir=...')
-    return Path(output_dir)
-
-
-def _refuse_existing(final: Path, overwrite: bool) -> None:
-    if final.exists() and any(final.iterdir()) and not overwrite:
-        raise UserError(
-            f"{final} already exists and is not empty; pass --overwrite to replace it once the new run completes"
-        )
-
-
-def prepare_output_dir(output_dir: str, overwrite: bool) -> tuple[Path, Path]:
-    """Return (final dir, temp work dir beside it). Outputs appear under the final name only when complete."""
-    final = _final_dir(output_dir)
-    _refuse_existing(final, overwrite)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    except OSError as e:
-        raise UserError(
-            f"cannot create the output folder {final}: {e.strerror or e}; choose a writable folder"
-        ) from None
-    return final, work
-
-
-# A checkpoint counts as complete only once this marker exists: the Trainer writes checkpoint-N/ file by file, so
-# a kill mid-save leaves a folder that looks like a checkpoint but is not one.
-COMPLETE_MARKER = ".complete"
-
-
-def partial_dir(final: Path) -> Path:
-    """Where a training run works until it completes: stable, so that a killed run can be resumed."""
-    return final.parent / f".{final.name}.partial"
-
-
-def checkpoint_step(ckpt: Path) -> int:
-    """The global step of a Trainer checkpoint folder (checkpoint-N); -1 for anything else."""
-    tail = ckpt.name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
-
-
-def complete_checkpoints(work: Path) -> list[Path]:
-    found = [p for p in work.glob("checkpoint-*") if checkpoint_step(p) >= 0 and (p / COMPLETE_MARKER).is_file()]
-    return sorted(found, key=checkpoint_step)
-
-
-def prepare_training_dir(output_dir: str, overwrite: bool, resume: bool) -> tuple[Path, Path, Path | None]:
-    """(final dir, work dir, checkpoint to resume from). The work dir is `.<name>.partial` beside the final one;
-    it becomes the final dir when training completes."""
-    final = _final_dir(output_dir)
-    work = partial_dir(final)
-    ckpts = complete_checkpoints(work) if work.is_dir() else []
-    if resume:
-        if not ckpts:
-            raise UserError(
-                f"--resume: no complete checkpoint in {work}. Checkpoints are written when [train] sets "
-                'save_strategy = "steps" and save_steps = N; without one, start the run again without --resume'
-            )
-        return final, work, ckpts[-1]
-    _refuse_existing(final, overwrite)
-    if ckpts:
-        raise UserError(
-            f"{work} holds an interrupted run (newest complete checkpoint: {ckpts[-1].name}); pass --resume to "
-            "continue it, or delete that folder to start over"
-        )
-    try:
-        if work.exists():
-            shutil.rmtree(work)  # an earlier attempt that never reached a checkpoint: nothing to keep
-        work.mkdir(parents=True)
-    except OSError as e:
-        raise UserError(
-            f"cannot create the output folder {work.parent}: {e.strerror or e}; choose a writable output_dir"
-        ) from None
-    return final, work, None
-
-
-def publish(work: Path, final: Path) -> None:
-    """Swap the finished work dir in; the old output (if any) is removed only after the new one is in place."""
-    old = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{os.getpid()}"
-        os.replace(final, old)
-    os.replace(work, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def build_model_kwargs(recipe: Recipe) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"dtype": recipe.model.dtype, "trust_remote_code": recipe.model.trust_remote_code}
-    if recipe.model.attn_implementation:
-        kwargs["attn_implementation"] = recipe.model.attn_implementation
-    return kwargs
-
-
-def build_quantization_config(recipe: Recipe):
-    q = recipe.quantization
-    if q is None:
-        return None
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    if q.bits == 4:
-        return BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=q.quant_type,
-            bnb_4bit_use_double_quant=q.double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
-            bnb_4bit_quant_storage=getattr(torch, q.compute_dtype),
-        )
-    return BitsAndBytesConfig(load_in_8bit=True)
-
-
-def build_peft_config(recipe: Recipe, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):
-    if recipe.lora is None:
-        if recipe.quantization is not None:
-            raise RecipeError(
-                f"{recipe.source}: [quantization] needs a [lora] table: a 4/8-bit base model cannot be fully "
-                "fine-tuned (QLoRA trains LoRA adapters on top of it)"
-            )
-        return None
-    from peft import LoraConfig
-
-    lo = recipe.lora
-    return LoraConfig(
-        r=lo.r,
-        lora_alpha=lo.alpha,
-        lora_dropout=lo.dropout,
-        target_modules=lo.target_modules,
-        task_type=task_type,
-        modules_to_save=modules_to_save,
-    )
-
-
-def load_tokenizer(recipe: Recipe):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(recipe.model.name_or_path, trust_remote_code=recipe.model.trust_remote_code)
-    template = recipe.model.chat_template
-    if template:
-        p = Path(template)
-        tok.chat_template = p.read_text(encoding="utf-8") if p.suffix in (".jinja", ".j2") and p.is_file() else template
-    if tok.chat_template is None:
-        raise RecipeError(
-            f"{recipe.model.name_or_path} has no chat template; set model.chat_template to a Jinja template "
-            "(inline or a .jinja path)"
-        )
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def make_train_args(
-    config_cls: type,
-    recipe: Recipe,
-    work_dir: Path,
-    defaults: dict[str, Any],
-    validating: bool = False,
-    check: Callable[[dict[str, Any]], str | None] | None = None,
-):
-    """Built-in defaults < recipe [train]; device-aware where TRL's defaults assume a GPU.
-
-    With `validating`, GPU-only precision flags are dropped on a machine without a GPU, so that a GPU recipe
-    can be checked on a laptop. `check` (a stage's own rule over the merged values) returns a message that
-    says which keys to change, or None."""
-    import torch
-
-    values = dict(defaults)
-    values.update(recipe.train)
-    if check is not None:
-        problem = check(values)
-        if problem:
-            raise RecipeError(f"{recipe.source}: {problem}")
-    values["output_dir"] = str(work_dir)
-    values["seed"] = recipe.seed
-    if not torch.cuda.is_available():
-        # TRL configs default to bf16=True; on a CPU that means slow emulated autocast, so keep fp32 there
-        # unless the recipe asks for it explicitly.
-        if "bf16" not in recipe.train or validating:
-            values["bf16"] = False
-        if validating:
-            values.pop("fp16", None)
-            values.pop("tf32", None)
-        # Without this, Accelerate treats N CPU processes as N separate single-process runs; with it, they
-        # form one gloo process group (multi-process training on CPU, as the tests do).
-        values.setdefault("use_cpu", True)
-    values.setdefault("model_init_kwargs", build_model_kwargs(recipe))
-    try:
-        return config_cls(**values)
-    except (ValueError, TypeError) as e:
-        raise RecipeError(f"{recipe.source}: [train] rejected by {config_cls.__name__}: {e}") from None
-
-
 class MetricsLogger:
     """A TrainerCallback (duck-typed, so this module imports no transformers at import time) that appends
     every Trainer log to metrics.jsonl, and at the end one `"event": "train_end"` row with what a comparison
@@ -244,9 +74,10 @@ class MetricsLogger:
     would hide it), peak memory (this process's RSS; on a GPU also the CUDA peak) and the tokens seen, where the
     trainer counts them (`num_tokens`)."""
 
-    def __init__(self, path: Path, stage: str | None = None):
+    def __init__(self, path: Path, stage: str | None = None, method: str | None = None):
         self.path = path
         self.stage = stage
+        self.method = method  # dpo's preference method (dpo, kto, simpo, orpo); the stage stays "dpo"
         self.t0 = time.time()
         self.num_tokens: float | None = None
         self.train_started: float | None = None
@@ -265,6 +96,7 @@ class MetricsLogger:
             "step": state.global_step,
             "event": "train_end",
             "stage": self.stage,
+            **({"method": self.method} if self.method else {}),
             "train_seconds": round(seconds, 3),
             "steps": steps,
             "seconds_per_step": round(seconds / steps, 4) if steps > 0 else None,
@@ -391,49 +223,25 @@ def restore_4bit_training_layout(model) -> None:
             )
 
 
-def checkpoint_marker():
-    """A TrainerCallback that marks each checkpoint complete once the Trainer has finished writing it."""
-    from transformers import TrainerCallback
-
-    class _Marker(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                if ckpt.is_dir():
-                    tmp = ckpt / (COMPLETE_MARKER + ".tmp")
-                    tmp.write_text(json.dumps({"global_step": state.global_step}) + "\n", encoding="utf-8")
-                    os.replace(tmp, ckpt / COMPLETE_MARKER)
-
-    return _Marker()
-
-
 def run_stage(
-    stage: str,
+    stage: Stage,
     recipe: Recipe,
-    config_cls: type,
     build_trainer: Callable[[StageContext], Any],
     *,
     overwrite: bool = False,
-    train_defaults: dict[str, Any] | None = None,
-    check_train: Callable[[dict[str, Any]], str | None] | None = None,
-    load_data: Callable[[Recipe], tuple[list, list, list]] | None = None,
-    heldout: Callable[[Any, StageContext], dict[str, float]] | None = None,
     resume: bool = False,
 ) -> Path:
     """Train one stage end to end and publish its output directory. Returns the final output path.
 
-    `load_data(recipe)` returns (train items, eval examples, held-out pairs); the default reads examples.
-    `heldout(trainer, ctx)` measures the model on held-out data before and after training (pairwise accuracy,
-    log-probability margins); both go to heldout.json and the model card.
-
-    Training happens in `.<output>.partial/`, renamed to the output when complete. If the run dies after writing
-    a checkpoint, that folder stays and `resume=True` continues from its newest complete checkpoint."""
-    if not recipe.model.name_or_path:
-        raise RecipeError(f"{recipe.source}: model.name_or_path is not set")
+    First every check `validate` makes (preflight.check_stage: nothing is created, no model loads, if one
+    fails). Training happens in `.<output>.partial/`, renamed to the output when complete; the resolved recipe is
+    written there first, so that `resume=True` continues from the newest complete checkpoint only with the same
+    recipe (checkpoints.check_resume)."""
     import transformers
 
+    checked = check_stage(stage, recipe)
+    train_examples, eval_examples, eval_pairs = checked.data
     transformers.set_seed(recipe.seed)
-    train_examples, eval_examples, eval_pairs = (load_data or load_stage_examples)(recipe)
     main = is_main_process()
     if main:
         final, work, resume_from = prepare_training_dir(recipe.output_dir, overwrite, resume)
@@ -443,12 +251,16 @@ def run_stage(
         ckpts = complete_checkpoints(work) if resume and work.is_dir() else []
         resume_from = ckpts[-1] if ckpts else None
     try:
-        args = make_train_args(config_cls, recipe, work, train_defaults or {}, check=check_train)
-        metrics = MetricsLogger(work / "metrics.jsonl", stage)
+        if main:
+            if resume_from is not None:
+                check_resume(recipe, work / RESOLVED_NAME)
+            write_resolved(recipe, work / RESOLVED_NAME, resolved_command())
+        args = train_args(stage, recipe, work)
+        metrics = MetricsLogger(work / "metrics.jsonl", stage.name, stage.method(recipe))
         ctx = StageContext(
             recipe=recipe,
             args=args,
-            tokenizer=load_tokenizer(recipe),
+            tokenizer=load_training_tokenizer(recipe),
             model=recipe.model.name_or_path,
             peft_config=build_peft_config(recipe),
             quantization_config=build_quantization_config(recipe),
@@ -459,37 +271,20 @@ def run_stage(
         )
         trainer = build_trainer(ctx)
         trace = BatchTrace.install(trainer)
+        heldout = stage.heldout
         measured = {"before": heldout(trainer, ctx)} if heldout else None
         if heldout and ctx.quantization_config is not None:
             restore_4bit_training_layout(trainer.model)
         if resume_from is not None:
             _truncate_metrics(work / "metrics.jsonl", checkpoint_step(resume_from))
-            print(f"resuming from {resume_from} (global step {checkpoint_step(resume_from)})", file=sys.stderr)
+            log.info("resuming from %s (global step %d)", resume_from, checkpoint_step(resume_from))
         started = time.time()
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else args.resume_from_checkpoint)
         train_seconds = time.time() - started
         if heldout:
             measured["after"] = heldout(trainer, ctx)
         if trainer.accelerator.is_main_process:
-            trainer.save_model(str(work))
-            ctx.tokenizer.save_pretrained(str(work))
-            trainer.state.save_to_json(str(work / "trainer_state.json"))
-            write_resolved(recipe, work / "recipe.resolved.toml", resolved_command())
-            from nl2sql_align.plots import plot_training
-
-            plot_training(work / "metrics.jsonl", work / "plots", run_name=final.name)
-            if measured:
-                (work / "heldout.json").write_text(json.dumps(measured, indent=2) + "\n", encoding="utf-8")
-            summary = None
-            if eval_examples and recipe.eval.after_training:
-                from nl2sql_align.evaluate import evaluate_model
-                from nl2sql_align.generation import HFGenerator
-
-                # The trained model is in memory: eval generates with it (HF), whatever eval.backend says.
-                policy = HFGenerator(getattr(trainer, "eval_model", trainer.model), ctx.tokenizer)
-                summary = evaluate_model(policy, eval_examples, recipe, report_dir=work / "eval", title=f"{stage} eval")
-            write_model_card(work, final.name, stage, recipe, len(train_examples), train_seconds, summary, measured)
-            publish(work, final)
+            _finish(stage, recipe, trainer, ctx, work, final, train_seconds, measured)
         if trace is not None:
             trace.write(trainer)
         trainer.accelerator.wait_for_everyone()
@@ -501,41 +296,48 @@ def run_stage(
         elif work.exists() and not complete_checkpoints(work):
             shutil.rmtree(work, ignore_errors=True)
         elif work.exists():
-            print(f"training stopped; {work} keeps its checkpoints: continue with --resume", file=sys.stderr)
+            log.warning("training stopped; %s keeps its checkpoints: continue with --resume", work)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop the rows a killed run logged after its last checkpoint: the resumed run logs those steps again."""
-    if path.is_file():
-        rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        kept = [line for line in rows if json.loads(line).get("step", 0) <= step]
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+def _finish(stage: Stage, recipe: Recipe, trainer, ctx: StageContext, work: Path, final: Path, seconds, measured):
+    """Save, plot, evaluate (the one evaluation path, on the model in memory), write the card, publish."""
+    from nl2sql_align.generation import HFGenerator
+    from nl2sql_align.plots import plot_training
 
-
-def load_stage_examples(recipe: Recipe) -> tuple[list, list, list]:
-    from nl2sql_align.data import load_examples
-
-    d = recipe.data
-    train = load_examples(d.train, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=d.train_limit)
-    evals = load_examples(d.eval, db_dir=d.db_dir, db=d.db, db_field=d.db_field, limit=d.eval_limit) if d.eval else []
-    return train, evals, []
+    trainer.save_model(str(work))
+    ctx.tokenizer.save_pretrained(str(work))
+    trainer.state.save_to_json(str(work / "trainer_state.json"))
+    plot_training(work / "metrics.jsonl", work / "plots", run_name=final.name)
+    if measured:
+        (work / "heldout.json").write_text(json.dumps(measured, indent=2) + "\n", encoding="utf-8")
+    summary = None
+    if ctx.eval_examples and recipe.eval.after_training:
+        # The trained model is in memory: eval generates with it (HF), whatever eval.backend says.
+        policy = HFGenerator(getattr(trainer, "eval_model", trainer.model), ctx.tokenizer)
+        summary, _ = evaluate(
+            ctx.eval_examples, recipe, generator=policy, report_dir=work / "eval", title=f"{stage.name} eval"
+        )
+    write_model_card(work, final.name, stage, recipe, len(ctx.train_examples), seconds, summary, measured)
+    publish(work, final)
 
 
 def write_model_card(
     out: Path,
     name: str,
-    stage: str,
+    stage: Stage,
     recipe: Recipe,
     n_train: int,
     seconds: float,
     summary: dict | None,
     measured: dict | None = None,
 ) -> None:
-    unit = "examples" if stage in ("sft", "grpo", "ppo") else "preference records"
+    method = stage.method(recipe)
+    how = f"`{stage.name}`" + (f" (preference.method = {method})" if method else "")
     lines = [
-        f"# {name}: {stage} on {recipe.data.train}",
+        f"# {name}: {stage.name} on {recipe.data.train}",
         "",
-        f"Trained by nl2sql-align `{stage}` from `{recipe.model.name_or_path}` on {n_train} {unit} in {seconds:.0f} s.",
+        f"Trained by nl2sql-align {how} from `{recipe.model.name_or_path}` on {n_train} {stage.unit} "
+        f"in {seconds:.0f} s.",
         "Mode: "
         + ("QLoRA" if recipe.quantization else "LoRA" if recipe.lora else "full fine-tune")
         + ". The exact settings are in `recipe.resolved.toml`; training logs in `metrics.jsonl`, curves in `plots/`.",

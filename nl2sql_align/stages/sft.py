@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nl2sql_align.data import build_messages, format_answer
 from nl2sql_align.recipe import Recipe
-from nl2sql_align.stages.runner import StageContext, run_stage
+from nl2sql_align.stages import Stage
+from nl2sql_align.stages.preflight import check_gold
+from nl2sql_align.stages.runner import StageContext, load_stage_examples, run_stage
 
 # Small-model-friendly defaults; every one can be overridden in [train].
 TRAIN_DEFAULTS = {
@@ -17,8 +20,6 @@ TRAIN_DEFAULTS = {
 
 
 def sft_rows(examples, recipe: Recipe) -> list[dict]:
-    from nl2sql_align.data import build_messages, format_answer
-
     return [
         {
             "prompt": build_messages(ex, recipe.data.schema, recipe.data.system_prompt),
@@ -28,10 +29,29 @@ def sft_rows(examples, recipe: Recipe) -> list[dict]:
     ]
 
 
-def config_class():
+def config_class(recipe: Recipe | None = None):
     from trl import SFTConfig
 
     return SFTConfig
+
+
+def train_defaults(recipe: Recipe | None = None) -> dict:
+    return TRAIN_DEFAULTS
+
+
+def _preflight(recipe: Recipe, data):
+    # SFT would teach SQL that fails: every gold query must run, as eval runs it.
+    check_gold(data[0], recipe, f"data.train = {recipe.data.train}", "SFT would teach SQL that fails")
+    return [f"gold SQL of all {len(data[0])} training examples runs"], data
+
+
+def token_lengths(recipe: Recipe, examples, tokenizer) -> list[int]:
+    """Prompt + answer tokens of each example, as the chat template renders them for training."""
+    lengths = []
+    for row in sft_rows(examples, recipe):
+        text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+        lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    return lengths
 
 
 def _build(ctx: StageContext):
@@ -50,7 +70,15 @@ def _build(ctx: StageContext):
     )
 
 
+STAGE = Stage(
+    name="sft",
+    config_class=config_class,
+    train_defaults=train_defaults,
+    load_data=load_stage_examples,
+    preflight=_preflight,
+    lengths=token_lengths,
+)
+
+
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
-    return run_stage(
-        "sft", recipe, config_class(), _build, overwrite=overwrite, resume=resume, train_defaults=TRAIN_DEFAULTS
-    )
+    return run_stage(STAGE, recipe, _build, overwrite=overwrite, resume=resume)

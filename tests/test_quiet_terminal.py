@@ -1,0 +1,42 @@
+"""A quiet, honest terminal: progress in a log file is a few lines, never a wall of carriage returns; library
+noise is silenced at its source; `--help` and `validate` print nothing on stderr."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+from nl2sql_align.logs import setup_logging
+from nl2sql_align.sql.sandbox import QUIET_SECONDS, _show_progress
+from tests.test_cli import cli
+
+
+def test_progress_in_a_log_file_is_a_line_every_tenth(capsys):
+    shown = -1
+    for done in range(101):
+        shown = _show_progress(done, 100, shown, elapsed=QUIET_SECONDS + 1)
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.splitlines()[-1] == "SQL 100/100 (100%)"
+    assert 10 <= len(err.splitlines()) <= 12
+    for done in range(101):  # a batch that ends within QUIET_SECONDS says nothing
+        _show_progress(done, 100, -1, elapsed=0.5)
+    assert capsys.readouterr().err == ""
+
+
+def test_library_noise_is_silenced_at_its_source():
+    setup_logging()
+    assert logging.getLogger("bitsandbytes.backends.cpu.ops").getEffectiveLevel() == logging.ERROR
+    assert logging.getLogger("kernels._internals.hf_hub").getEffectiveLevel() == logging.ERROR
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        setup_logging()  # idempotent, and re-applies its filters inside this context
+        warnings.warn("`gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning, stacklevel=1)
+        warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else is deprecated"]
+
+
+def test_help_and_validate_print_nothing_on_stderr(tiny_model_dir: Path):
+    assert cli("--help").stderr == ""
+    p = cli("validate", "recipes/tiny-sft.toml", "--set", f"model.name_or_path={tiny_model_dir}")
+    assert p.stderr == "" and p.stdout.rstrip().endswith("valid")
