@@ -26,7 +26,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# A minute: every --help, every recipe validated, a few SFT steps on the micro model.
+# The CLI and recipe tests not marked slow (every --help, every recipe validated); `make test` runs them all.
 smoke: install
 	$(PY) -m pytest -q -m "not slow" tests/test_cli.py tests/test_recipes.py
 

@@ -15,6 +15,13 @@ from typing import Annotated
 import typer
 
 from nl2sql_align.errors import UserError
+from nl2sql_align.stdio import is_stdio, print_result, results_only_on_stdout
+
+EXIT_CODES = (
+    "Exit codes: 0 success; 1 the command ran but failed (eval --min-ex not reached, or a crash: the traceback "
+    "says where); 2 usage or input error (bad recipe, missing file, bad data line: the message says what to fix); "
+    "130 interrupted (a training stage continues with --resume)."
+)
 
 app = typer.Typer(
     name="nl2sql-align",
@@ -23,9 +30,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"max_content_width": 120},
+    epilog=EXIT_CODES,
 )
 
-RecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="Recipe TOML file.")]
+RecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="Recipe TOML file (- reads it from stdin).")]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a recipe key, e.g. --set train.learning_rate=1e-6 (repeatable)."),
@@ -45,6 +53,9 @@ AccelOpt = Annotated[
 ]
 DbDirOpt = Annotated[str | None, typer.Option(help="Folder of databases named by db_id (JSONL/alpaca data).")]
 LimitOpt = Annotated[int | None, typer.Option(help="Only the first N examples.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else (tables go to stderr).")
+]
 
 
 @app.callback()
@@ -79,12 +90,17 @@ def _register_stage(stage: str, help_text: str) -> None:
         num_processes: ProcsOpt = 1,
         accelerate_config: AccelOpt = None,
     ) -> None:
-        from nl2sql_align.launch import relaunch
+        from nl2sql_align.launch import is_main_process, relaunch
         from nl2sql_align.stages import load_stage_recipe, stage_module
 
-        r, _, _ = load_stage_recipe(stage, recipe, set_)  # bad recipes fail here, before any process starts
-        relaunch(num_processes, accelerate_config, [stage, "--recipe", str(recipe)], set_, overwrite, resume)
-        typer.echo(stage_module(stage).run(r, overwrite=overwrite, resume=resume))
+        if is_stdio(recipe) and (num_processes > 1 or accelerate_config is not None):
+            raise UserError("--recipe - (stdin) runs in one process: save the recipe to a file to launch several")
+        with results_only_on_stdout():  # stdout carries one line, the output folder: out=$(nl2sql-align sft ...)
+            r, _, _ = load_stage_recipe(stage, recipe, set_)  # bad recipes fail here, before any process starts
+            relaunch(num_processes, accelerate_config, [stage, "--recipe", str(recipe)], set_, overwrite, resume)
+            folder = stage_module(stage).run(r, overwrite=overwrite, resume=resume)
+        if is_main_process():
+            print_result(str(folder))
 
     command.__name__ = stage
     app.command(stage, help=help_text)(command)
@@ -119,22 +135,32 @@ def pairs(
     from nl2sql_align.recipe import load_recipe
 
     r = load_recipe(recipe, [*(set_ or []), *([f"pairs.samples={samples}"] if samples is not None else [])])
-    typer.echo(run_pairs_for_recipe(r, model, data, output, limit=limit, overwrite=overwrite))
+    with results_only_on_stdout():  # like a training stage: stdout carries the output folder only
+        folder = run_pairs_for_recipe(r, model, data, output, limit=limit, overwrite=overwrite)
+    print_result(str(folder))
 
 
 @app.command()
 def validate(
-    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file.")],
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file (- reads it from stdin).")],
     stage: Annotated[str | None, typer.Option(help="Stage to check it for (default: from the file name).")] = None,
     set_: SetOpt = None,
     num_processes: Annotated[
         int, typer.Option(help="Training processes the recipe will run on (batch arithmetic).")
     ] = 1,
+    json_: JsonOpt = False,
 ) -> None:
     """Everything the run checks before a model loads (keys, types, TRL config, model folder, report_to, data,
     gold SQL, prompt lengths, rewards), without training: a recipe valid here is one the run accepts."""
-    from nl2sql_align.validate import validate_recipe
+    from nl2sql_align.validate import validate_json, validate_recipe
 
+    if json_:
+        with results_only_on_stdout():
+            doc, error = validate_json(recipe, stage, set_, num_processes)
+        print_result(json.dumps(doc, ensure_ascii=False, indent=2))
+        if error is not None:
+            raise error  # the message on stderr, exit 2: the same outcome as without --json
+        return
     lines, verdict = validate_recipe(recipe, stage, set_, num_processes)
     for line in lines:
         typer.echo(f"ok  {line}")
@@ -144,7 +170,9 @@ def validate(
 @app.command("eval")
 def eval_(
     data: Annotated[str, typer.Option(help="Data spec: demo:dev, spider:DIR, bird:DIR, FILE.jsonl, FILE.json.")],
-    report: Annotated[Path, typer.Option(help="Folder for per_example.jsonl, summary.json and ex.png.")],
+    report: Annotated[
+        Path | None, typer.Option(help="Folder for per_example.jsonl, summary.json and ex.png (default: none written).")
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(help="Model or adapter folder to generate with; its recipe.resolved.toml gives the prompt."),
@@ -152,15 +180,16 @@ def eval_(
     predictions: Annotated[
         Path | None,
         typer.Option(
-            help="Score these instead: Spider text (one SQL per line, optionally SQL<TAB>db_id), BIRD JSON "
-            '{"0": "SQL\\t----- bird -----\\tdb_id"}, or JSONL {index, sql}; detected from the extension/content.'
+            help="Score these instead (- reads stdin): Spider text (one SQL per line, optionally SQL<TAB>db_id), "
+            'BIRD JSON {"0": "SQL\\t----- bird -----\\tdb_id"}, or JSONL {index, sql}; detected from the '
+            "extension/content."
         ),
     ] = None,
     write_predictions: Annotated[
         Path | None,
         typer.Option(
             help="Also write the predictions scored here, for the official scripts: .sql/.txt Spider text "
-            "(SQL<TAB>db_id per line), .json BIRD, .jsonl this tool's format."
+            "(SQL<TAB>db_id per line), .json BIRD, .jsonl this tool's format; - writes Spider text to stdout."
         ),
     ] = None,
     recipe: Annotated[
@@ -182,39 +211,62 @@ def eval_(
         str | None, typer.Option(help="Dialect the predictions are written in (sqlglot name); default: the database's.")
     ] = None,
     overwrite: OverwriteOpt = False,
+    min_ex: Annotated[float | None, typer.Option(help="Exit 1 when EX (%) is below this: a gate for CI jobs.")] = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Execution accuracy of a model (greedy, optionally + self-consistency) or of a predictions file. The flags
     are overrides of the recipe's \\[eval] keys: a flag not given leaves the recipe's value."""
-    from nl2sql_align.evaluate import eval_command, eval_overrides
+    from nl2sql_align.evaluate import check_min_ex, eval_command, eval_overrides
 
     for flag, value in (("--samples", samples), ("--backend", backend), ("--temperature", temperature)):
         if value is not None and model is None:
             raise UserError(f"{flag} needs --model: it sets how the model generates")
     flags = dict(metric=metric, keep_distinct=keep_distinct, timeout=timeout, samples=samples)
     overrides = [*(set_ or []), *eval_overrides(**flags, temperature=temperature, backend=backend)]
-    eval_command(
-        data, report, model=model, predictions=predictions, recipe=recipe, overrides=overrides,
-        write_predictions=write_predictions, limit=limit, db_dir=db_dir, skip_bad_gold=skip_bad_gold,
-        dialect=dialect, overwrite=overwrite,
-    )  # fmt: skip
-    typer.echo(report)
+    if json_ and is_stdio(write_predictions):
+        raise UserError("--json and --write-predictions - both write to stdout: write the predictions to a file")
+    with results_only_on_stdout(json_ or is_stdio(write_predictions)):
+        summary = eval_command(
+            data, report, model=model, predictions=predictions, recipe=recipe, overrides=overrides,
+            write_predictions=write_predictions, limit=limit, db_dir=db_dir, skip_bad_gold=skip_bad_gold,
+            dialect=dialect, overwrite=overwrite,
+        )  # fmt: skip
+    if json_:
+        print_result(json.dumps(summary, ensure_ascii=False, indent=2))
+    elif report is not None and not is_stdio(write_predictions):
+        typer.echo(report)
+    if not check_min_ex(summary, min_ex):
+        raise typer.Exit(1)
 
 
 @app.command("data")
 def data_(
-    spec: Annotated[str, typer.Argument(help="Data spec: demo:train, spider:DIR, bird:DIR, FILE.jsonl, FILE.json.")],
+    spec: Annotated[
+        str, typer.Argument(help="Data spec: demo:train, spider:DIR, bird:DIR, FILE.jsonl, FILE.json, - (stdin).")
+    ],
     prompts: Annotated[bool, typer.Option(help="Print the rendered chat prompts instead of the records.")] = False,
+    stats: Annotated[bool, typer.Option(help="Print counts per level and database instead of the records.")] = False,
+    json_: JsonOpt = False,
     limit: LimitOpt = None,
     db_dir: DbDirOpt = None,
     db: Annotated[str | None, typer.Option(help="One database for every example (alpaca files).")] = None,
     recipe: Annotated[Path | None, typer.Option(help="Recipe whose \\[data] schema/prompt settings to use.")] = None,
 ) -> None:
-    """Print the loaded examples as JSONL, or the exact prompts training will see."""
+    """Print the loaded examples as JSONL, or the exact prompts training will see, or (--stats) what they hold."""
     from nl2sql_align.data import build_messages, examples_for
+    from nl2sql_align.data.stats import data_stats, print_stats
     from nl2sql_align.recipe import load_recipe
 
     d = load_recipe(recipe).data
-    for i, ex in enumerate(examples_for(d, spec, limit=limit, db_dir=db_dir, db=db)):
+    examples = examples_for(d, spec, limit=limit, db_dir=db_dir, db=db)
+    if stats or json_:
+        summary = data_stats(examples, spec)
+        if json_:
+            print_result(json.dumps(summary, ensure_ascii=False, indent=2))
+        else:
+            print_stats(summary)
+        return
+    for i, ex in enumerate(examples):
         row = {"index": i, "id": ex.id, "messages": build_messages(ex, d.schema, d.system_prompt)}
         typer.echo(json.dumps(row if prompts else ex.to_json(i), ensure_ascii=False))
 
@@ -231,7 +283,9 @@ def merge(
     """Merge LoRA adapters into an unquantized copy of the base; the result loads with plain transformers."""
     from nl2sql_align.merge import merge_adapter
 
-    typer.echo(merge_adapter(adapter, output, dtype, overwrite=overwrite))
+    with results_only_on_stdout():
+        folder = merge_adapter(adapter, output, dtype, overwrite=overwrite)
+    print_result(str(folder))
 
 
 @app.command(context_settings={"allow_extra_args": True})
@@ -270,6 +324,7 @@ def compare(
     ] = False,
     reuse: Annotated[bool, typer.Option(help="Pipeline: reuse steps made with the same settings and inputs.")] = True,
     resume: Annotated[bool, typer.Option(help="Pipeline: continue a step interrupted after a checkpoint.")] = False,
+    json_: JsonOpt = False,
 ) -> None:
     """Score trained runs on one eval set (greedy, each with its own recipe's prompt) beside their training cost;
     with --recipe, first train them: a pipeline of sft, pairs, rm, dpo, ppo and grpo steps."""
@@ -278,12 +333,13 @@ def compare(
     extra = list(ctx.args)  # `--runs A B C`: click takes A for --runs and leaves B, C as extra arguments
     if any(a.startswith("-") for a in extra):
         raise UserError(f"compare: unknown option(s) {' '.join(a for a in extra if a.startswith('-'))}")
-    summary = compare_command(
-        runs, extra, recipe, data=data, report=report, limit=limit, metric=metric, db_dir=db_dir, overrides=set_,
-        overwrite=overwrite, reuse=reuse, resume=resume,
-    )  # fmt: skip
-    print_table(summary)
-    typer.echo(summary["report"])
+    with results_only_on_stdout(json_):
+        summary = compare_command(
+            runs, extra, recipe, data=data, report=report, limit=limit, metric=metric, db_dir=db_dir,
+            overrides=set_, overwrite=overwrite, reuse=reuse, resume=resume,
+        )  # fmt: skip
+        print_table(summary)
+    print_result(json.dumps(summary, ensure_ascii=False, indent=2, default=str) if json_ else str(summary["report"]))
 
 
 @app.command()
@@ -322,7 +378,9 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        stage = next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+        hint = f": run the same `{stage}` command with --resume to continue" if stage in _STAGE_HELP else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         sys.exit(130)
 
 

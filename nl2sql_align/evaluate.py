@@ -22,6 +22,7 @@ from nl2sql_align.predictions import format_for_path, read_predictions
 from nl2sql_align.predictions import write_predictions as save_predictions
 from nl2sql_align.recipe import RESOLVED_NAME, Recipe, load_recipe
 from nl2sql_align.sql import ExecResult, QueryRewriter, SQLExecutor, verdict
+from nl2sql_align.stdio import is_stdio
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ def score_predictions(
             "executable": p.ok,
             "error": p.error,
         }
+        if ex.dialect:  # the gold's dialect, so its Spider level is read the way it executes
+            row["dialect"] = ex.dialect
         if raw_outputs is not None:
             row["output"] = raw_outputs[i]
         if cand_results is not None:
@@ -212,9 +215,9 @@ def example_level(row: dict[str, Any]) -> str:
     """The level a report groups a scored row under: the data's own label when it has one (BIRD's difficulty:
     simple/moderate/challenging, or a `hardness` field), else the Spider level of the gold SQL
     (`nl2sql_align.sql.hardness`); "unknown" when sqlglot cannot parse the gold SQL."""
-    from nl2sql_align.sql.hardness import spider_hardness
+    from nl2sql_align.sql.hardness import level_of
 
-    return str(row.get("hardness") or spider_hardness(row["gold"], row.get("dialect")))
+    return level_of(row.get("hardness"), row["gold"], row.get("dialect"))
 
 
 def add_levels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -389,8 +392,10 @@ def eval_recipe(model: str | None, recipe: Path | None, overrides: list[str] | N
     elif model is not None and (Path(model) / RESOLVED_NAME).is_file():
         recipe = Path(model) / RESOLVED_NAME
         source = str(recipe)
-    else:
+    elif model is not None:
         source = "defaults (no --recipe, and the model folder has no recipe.resolved.toml)"
+    else:
+        source = "defaults (no --recipe)"
     return load_recipe(recipe, overrides), source
 
 
@@ -451,9 +456,17 @@ def evaluate(
     return summary, predictions
 
 
+def check_min_ex(summary: dict[str, Any], min_ex: float | None) -> bool:
+    """`eval --min-ex`: False (the command exits 1) when EX is below the threshold, saying so on stderr."""
+    if min_ex is None or summary["ex"] >= min_ex:
+        return True
+    log.error("EX %.2f%% is below --min-ex %g (n=%d)", summary["ex"], min_ex, summary["n"])
+    return False
+
+
 def eval_command(
     data: str,
-    report: Path,
+    report: Path | None,
     *,
     model: str | None = None,
     predictions: Path | None = None,
@@ -470,7 +483,10 @@ def eval_command(
     data) before a model loads; then the one `evaluate`."""
     if (model is None) == (predictions is None):
         raise UserError("give exactly one of --model (generate) or --predictions (score a file)")
-    refuse_existing(report, overwrite, "--report")
+    if is_stdio(data) and is_stdio(predictions):
+        raise UserError("--data - and --predictions - both read stdin: give one of them as a file")
+    if report is not None:
+        refuse_existing(report, overwrite, "--report")
     if write_predictions is not None:
         format_for_path(write_predictions)  # a bad extension fails now, not after a long generation
     r, source = eval_recipe(model, recipe, overrides)
@@ -491,7 +507,7 @@ def eval_command(
             title=f"EX on {data}",
             skip_bad_gold=skip_bad_gold,
             pred_dialect=dialect,
-            info={"data": data, "recipe": source},
+            info={"data": data, "recipe": source, "report": str(report) if report is not None else None},
         )
     finally:
         if generator is not None:

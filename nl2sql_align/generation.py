@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Protocol
 
 from nl2sql_align.data import Example, build_messages
 from nl2sql_align.errors import UserError
+from nl2sql_align.progress import progress as show_progress
 from nl2sql_align.recipe import SchemaSection
 
 BACKENDS = ("auto", "hf", "vllm")
@@ -65,7 +67,6 @@ def sample_completions(
 
     `batch_size` counts sequences, so a batch holds batch_size // num_samples prompts (at least one)."""
     import torch
-    from rich.progress import Progress
 
     check_sampling(num_samples, temperature)
     if seed is not None:
@@ -82,8 +83,8 @@ def sample_completions(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    with Progress(disable=not progress, transient=True) as bar, torch.inference_mode():
-        task = bar.add_task("sampling" if num_samples > 1 else "generating", total=len(prompts))
+    label = "sample" if num_samples > 1 else "generate"
+    with show_progress(label, len(prompts), enabled=progress) as advance, torch.inference_mode():
         for start in range(0, len(order), per_batch):
             idx = order[start : start + per_batch]
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(
@@ -100,7 +101,7 @@ def sample_completions(
             texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             for j, i in enumerate(idx):  # generate returns each prompt's samples consecutively
                 outputs[i] = texts[j * num_samples : (j + 1) * num_samples]
-            bar.advance(task, len(idx))
+            advance(len(idx))
     if was_training:
         model.train()
     return outputs
@@ -222,9 +223,15 @@ class VLLMGenerator:
             stop_token_ids=[self.tokenizer.eos_token_id],
             skip_special_tokens=True,
         )
-        outs = self.llm.generate(
-            [{"prompt_token_ids": list(i)} for i in ids], params, use_tqdm=progress, lora_request=self.lora
-        )
+        # vLLM's own bar on a terminal; in a log file (where tqdm would write a wall of carriage returns) our
+        # plain lines, here one at the end: vLLM generates the whole list in one call.
+        bar = progress and sys.stderr.isatty()
+        label = "sample" if num_samples > 1 else "generate"
+        with show_progress(label, len(ids), enabled=progress and not bar) as advance:
+            outs = self.llm.generate(
+                [{"prompt_token_ids": list(i)} for i in ids], params, use_tqdm=bar, lora_request=self.lora
+            )
+            advance(len(outs))
         return [[c.text for c in o.outputs] for o in outs]  # vLLM returns requests in the order given
 
     def close(self) -> None:

@@ -19,6 +19,11 @@ def launch_command(num_processes: int, accelerate_config: Path | None, argv: lis
     return [*cmd, "-m", "nl2sql_align", *argv]
 
 
+def is_main_process() -> bool:
+    """True unless this is a launched process other than rank 0 (only rank 0 prints the result line)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def launch_env() -> dict[str, str]:
     return dict(os.environ, NL2SQL_ALIGN_LAUNCHED="1")  # the launched processes must not relaunch themselves
 

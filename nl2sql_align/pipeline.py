@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from nl2sql_align.errors import RecipeError, UserError
 from nl2sql_align.stages import STAGES
+from nl2sql_align.stdio import read_text
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,8 @@ class Step:
 def is_pipeline_recipe(path: Path) -> bool:
     """A pipeline recipe has [[steps]]; a stage recipe never does."""
     try:
-        return "steps" in tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+        return "steps" in tomllib.loads(read_text(path))
+    except (OSError, UserError, tomllib.TOMLDecodeError):
         return False
 
 

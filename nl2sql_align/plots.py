@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def _pyplot():
@@ -15,6 +25,153 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    """Every chart leaves through here: a PNG, and the figure closed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fonts: database names, run names and titles may be Chinese (CSpider, DuSQL) or Japanese/Korean. Matplotlib's
+# bundled DejaVu Sans has no CJK glyphs; with a CJK font installed it is added after the default family, and
+# matplotlib (>= 3.6) falls back to it glyph by glyph, so Latin text keeps its usual look.
+
+# Han, kana, hangul, bopomofo, CJK punctuation and symbols, fullwidth forms, and the supplementary ideographs.
+_CJK_RE = re.compile(
+    "[\u1100-\u11ff\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3130-\u318f\u31a0-\u31ff"
+    "\u3200-\u4dbf\u4e00-\u9fff\ua960-\ua97f\uac00-\ud7ff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef"
+    "\U00020000-\U0003134f]"
+)
+
+# Known CJK families, best first (sans before serif: the rest of a chart is sans).
+_CJK_FAMILY_HINTS = (
+    "Noto Sans CJK",
+    "Source Han Sans",
+    "Noto Sans SC",
+    "Noto Sans TC",
+    "Noto Sans JP",
+    "Noto Sans KR",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Droid Sans Fallback",
+    "Microsoft YaHei",
+    "PingFang",
+    "Hiragino Sans",
+    "SimHei",
+    "Heiti",
+    "Arial Unicode",
+    "AR PL",
+    "Noto Serif CJK",
+    "Source Han Serif",
+    "WenQuanYi",
+)
+# Regional variants of one family: Chinese first (the CJK text in NL2SQL data is mostly Chinese).
+_CJK_REGION_ORDER = ("SC", "CN", "TC", "HK", "TW", "JP", "KR")
+# Paths worth registering when matplotlib's font cache predates the installation of a CJK font.
+_CJK_PATH_HINTS = ("cjk", "wqy", "wenquanyi", "droid", "sourcehan", "source-han", "arphic", "uming", "ukai")
+
+_warned_no_cjk_font = False
+
+
+def has_cjk(text: str) -> bool:
+    return bool(_CJK_RE.search(text))
+
+
+def _covers(path: str, text: str) -> bool:
+    """Whether the font file has a glyph for every character of `text` (face 0 of a collection)."""
+    from matplotlib import ft2font
+
+    try:
+        font = ft2font.FT2Font(path)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return all(font.get_char_index(ord(ch)) != 0 for ch in text)
+
+
+def _rank(name: str) -> tuple[int, int] | None:
+    low = name.lower()
+    hint = next((i for i, h in enumerate(_CJK_FAMILY_HINTS) if h.lower() in low), None)
+    if hint is None:
+        return None
+    words = name.upper().split()
+    region = next((i for i, r in enumerate(_CJK_REGION_ORDER) if r in words), len(_CJK_REGION_ORDER))
+    return hint, region
+
+
+def _find_cjk_families() -> list[str]:
+    from matplotlib import font_manager
+
+    ranked: dict[str, tuple[int, int]] = {}
+    for entry in font_manager.fontManager.ttflist:
+        rank = _rank(entry.name)
+        if rank is not None and entry.name not in ranked and _covers(entry.fname, "中文歌"):
+            ranked[entry.name] = rank
+    return sorted(ranked, key=lambda name: ranked[name])
+
+
+@functools.cache
+def cjk_font_families() -> tuple[str, ...]:
+    """Installed font families with CJK glyphs, best first (empty when there are none). Fonts installed after
+    matplotlib built its font cache (e.g. `apt-get install fonts-noto-cjk` later) are registered here too."""
+    from matplotlib import font_manager
+
+    families = _find_cjk_families()
+    if not families:
+        known = {os.path.realpath(e.fname) for e in font_manager.fontManager.ttflist}
+        try:
+            system = font_manager.findSystemFonts()
+        except Exception:  # fc-list missing or failing: only the cached fonts count
+            system = []
+        for path in system:
+            if os.path.realpath(path) not in known and any(h in path.lower() for h in _CJK_PATH_HINTS):
+                with contextlib.suppress(Exception):
+                    font_manager.fontManager.addfont(path)
+        families = _find_cjk_families()
+    return tuple(families[:3])
+
+
+def _strings(items: Iterable) -> Iterator[str]:
+    for item in items:
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, Iterable):
+            yield from _strings(item)
+        elif item is not None:
+            yield str(item)
+
+
+@contextlib.contextmanager
+def _figure(*texts):
+    """pyplot, for one chart whose labels, names and titles are among `texts`, with fonts that can draw them:
+    with CJK text, the best installed CJK family as a per-glyph fallback; with none installed, one warning (per
+    process) that says what to install, and none of matplotlib's per-glyph "missing from font" warnings."""
+    global _warned_no_cjk_font
+    plt = _pyplot()
+    import matplotlib
+
+    with warnings.catch_warnings():
+        # The chart still renders (placeholder boxes where a glyph is missing); say so once, below, not per glyph.
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from font", category=UserWarning)
+        if not any(has_cjk(t) for t in _strings(texts)):
+            yield plt
+            return
+        families = cjk_font_families()
+        if not families:
+            if not _warned_no_cjk_font:
+                _warned_no_cjk_font = True
+                log.warning(
+                    "no font with CJK glyphs is installed: CJK labels in the plots render as boxes "
+                    "(install one, e.g. `apt-get install fonts-noto-cjk`)"
+                )
+            yield plt
+            return
+        base = list(matplotlib.rcParams["font.family"])
+        with matplotlib.rc_context({"font.family": base + [f for f in families if f not in base]}):
+            yield plt
+
+
 def read_metrics(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -24,66 +181,99 @@ def read_metrics(path: Path) -> list[dict]:
 # Preference stages: DPO-family implicit-reward margins and accuracies, the reward model's pairwise ones.
 _PREFERENCE_KEYS = ("rewards/margins", "rewards/accuracies", "accuracy", "margin", "eval_accuracy", "eval_margin")
 
-
+# The parts of nl2sql_align.ppo's loss. `policy_loss` and `entropy` alone say nothing: TRL's SFT/DPO/GRPO log
+# `entropy` too, and GRPO `policy_loss`; `_PPO_MARKERS` are only ever logged by the PPO trainer (value head, KL
+# controller).
 _PPO_KEYS = ("policy_loss", "value_loss", "clip_fraction", "value_clip_fraction", "entropy", "approx_kl")
+_PPO_MARKERS = ("value_loss", "value_clip_fraction", "kl_coef")
 
 
-def plot_training(metrics_path: Path, out_dir: Path, run_name: str | None = None) -> list[Path]:
-    """One PNG per logged curve family: loss (train and eval), every `rewards/*` / `reward*` series together,
-    one per reward component (`reward_<name>.png`: components have different scales), and the preference
-    margins/accuracies of rm and dpo (`preference.png`),
-    ppo's KL (`kl.png`) and loss parts (`ppo.png`)."""
+def run_stage(rows: list[dict]) -> str | None:
+    """The stage (with dpo's method: "dpo/kto") from the last `train_end` row of a metrics.jsonl; "ppo" when
+    there is none but the rows carry the PPO trainer's own keys; else None."""
+    end = next((r for r in reversed(rows) if r.get("event") == "train_end" and r.get("stage")), None)
+    if end is not None:
+        stage, method = str(end["stage"]), end.get("method")
+        return f"{stage}/{method}" if method and method != stage else stage
+    return "ppo" if any(k in r for r in rows for k in _PPO_MARKERS) else None
+
+
+def training_groups(rows: list[dict], stage: str | None) -> dict[str, tuple[str, list[str]]]:
+    """{PNG name: (its title's first line, the keys it plots)}, for the groups with at least one logged value."""
+
+    def logged(keys: Iterable[str]) -> list[str]:
+        return [k for k in keys if any(isinstance(r.get(k), (int, float)) and "step" in r for r in rows)]
+
+    is_ppo = (stage or "").split("/")[0] == "ppo"
+    means = sorted({k for r in rows for k in r if k.startswith(("reward", "rewards/")) and k.endswith("mean")})
+    groups: dict[str, tuple[str, list[str]]] = {
+        "loss": ("", logged(("loss", "eval_loss"))),
+        "rewards": ("mean rewards", logged(means)),
+        "preference": ("preference", logged(_PREFERENCE_KEYS)),
+    }
+    for key in means:
+        if key.startswith("rewards/"):
+            groups["reward_" + key.split("/")[1]] = ("", logged([key]))
+    if is_ppo:
+        # ppo: KL to the reference (and its coefficient), and the parts of the loss.
+        groups["kl"] = ("PPO KL to the reference", logged(("kl", "kl_coef")))
+        groups["ppo"] = ("PPO loss parts", logged(_PPO_KEYS))
+    else:
+        # TRL's per-token entropy of the policy (sft, dpo, grpo); ppo's is among its loss parts.
+        groups["entropy"] = ("", logged(("entropy",)))
+    return {name: (_describe(what, keys), keys) for name, (what, keys) in groups.items() if keys}
+
+
+def _describe(what: str, keys: list[str]) -> str:
+    """A title's first line: what the chart shows and the keys it plots ("PPO KL to the reference: kl, kl_coef"),
+    the keys alone for an unnamed group ("loss and eval_loss"), the name alone when they would not fit."""
+    listed = ", ".join(keys)
+    if not what:
+        return " and ".join(keys) if len(keys) <= 2 else listed
+    return what if len(listed) > 45 else f"{what}: {listed}"
+
+
+def plot_training(
+    metrics_path: Path, out_dir: Path, run_name: str | None = None, stage: str | None = None
+) -> list[Path]:
+    """One PNG per logged curve family: loss (train and eval), every `rewards/*` / `reward*` mean together,
+    one per reward component (`reward_<name>.png`: components have different scales), the preference
+    margins/accuracies of rm and dpo (`preference.png`), the policy's token entropy (`entropy.png`, not ppo),
+    and for ppo runs only its KL (`kl.png`) and loss parts (`ppo.png`). `stage` defaults to the one the
+    `train_end` row names (`run_stage`); each title names what it plots, the stage and the run."""
     rows = read_metrics(metrics_path)
     if not rows:
         return []
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
+    stage = stage or run_stage(rows)
+    run = run_name or metrics_path.parent.name
     written = []
-    groups = {
-        "loss": [k for k in ("loss", "eval_loss") if any(k in r for r in rows)],
-        "rewards": sorted({k for r in rows for k in r if k.startswith(("reward", "rewards/")) and k.endswith("mean")}),
-        "preference": [k for k in _PREFERENCE_KEYS if any(k in r for r in rows)],
-        # ppo: KL to the reference (and its coefficient), and the parts of the loss.
-        "kl": [k for k in ("kl", "kl_coef") if any(k in r for r in rows)],
-        "ppo": [k for k in _PPO_KEYS if any(k in r for r in rows)],
-    }
-    for key in groups["rewards"]:
-        if key.startswith("rewards/"):
-            groups["reward_" + key.split("/")[1]] = [key]
-    for name, keys in groups.items():
-        if not keys:
-            continue
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in keys:
-            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-            if pts:
+    for name, (what, keys) in training_groups(rows, stage).items():
+        title = f"{what}\n{stage} run {run}" if stage else f"{what}\nrun {run}"
+        with _figure(title, keys) as plt:
+            fig, ax = plt.subplots(figsize=(7, 4))
+            for key in keys:
+                pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and "step" in r]
                 ax.plot(*zip(*pts, strict=True), marker="o", markersize=2, label=key)
-        ax.set_xlabel("step")
-        ax.set_ylabel(name)
-        ax.set_title(f"{name} ({run_name or metrics_path.parent.name})")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+            ax.set_xlabel("step")
+            ax.set_ylabel(keys[0] if len(keys) == 1 else "value" if name == "ppo" else name)
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+            ax.legend()
+            fig.tight_layout()
+            written.append(_save(fig, out_dir / f"{name}.png"))
     return written
 
 
 def plot_ex_comparison(labels: list[str], values: list[float], path: Path, title: str) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(labels)), 4))
-    bars = ax.bar(labels, values, color="#4c72b0")
-    ax.bar_label(bars, fmt="%.1f")
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("execution accuracy (%)")
-    ax.set_title(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    with _figure(title, labels) as plt:
+        fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(labels)), 4))
+        bars = ax.bar(labels, values, color="#4c72b0")
+        ax.bar_label(bars, fmt="%.1f")
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("execution accuracy (%)")
+        ax.set_title(title)
+        fig.tight_layout()
+        return _save(fig, path)
 
 
 def plot_ex_by_level(summary: dict, path: Path, title: str | None = None) -> Path:
@@ -95,18 +285,16 @@ def plot_ex_by_level(summary: dict, path: Path, title: str | None = None) -> Pat
     colors = (
         ["#55a868"] + ["#4c72b0"] * len(summary.get("ex_by_hardness", {})) + ["#dd8452"] * ("ex_complex" in summary)
     )
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(groups)), 4))
-    bars = ax.bar([name for name, _ in groups], [g["ex"] for _, g in groups], color=colors)
-    ax.bar_label(bars, labels=[f"{g['ex']:.1f}\nn={g['n']}" for _, g in groups], fontsize=8)
-    ax.set_ylim(0, 110)  # room for the two-line labels above a bar at 100
-    ax.set_ylabel("execution accuracy (%)")
-    ax.set_title(title or f"EX ({summary['metric']}) per hardness level, n={summary['n']}")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    title = title or f"EX ({summary['metric']}) per hardness level, n={summary['n']}"
+    with _figure(title, [name for name, _ in groups]) as plt:
+        fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(groups)), 4))
+        bars = ax.bar([name for name, _ in groups], [g["ex"] for _, g in groups], color=colors)
+        ax.bar_label(bars, labels=[f"{g['ex']:.1f}\nn={g['n']}" for _, g in groups], fontsize=8)
+        ax.set_ylim(0, 110)  # room for the two-line labels above a bar at 100
+        ax.set_ylabel("execution accuracy (%)")
+        ax.set_title(title)
+        fig.tight_layout()
+        return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -115,73 +303,108 @@ def plot_ex_by_level(summary: dict, path: Path, title: str | None = None) -> Pat
 
 def plot_compare_ex(records: list[dict], path: Path, title: str) -> Path:
     """Grouped bars: for each run, EX overall and per hardness level."""
-    plt = _pyplot()
     levels = ["all", *dict.fromkeys(k for r in records for k in r.get("ex_by_hardness", {}))]
+    names = [f"{r['name']} ({r['stage']})" for r in records]
     width = 0.8 / max(1, len(records))
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(levels) * max(1, len(records)) ** 0.5 + 2), 4))
-    for i, r in enumerate(records):
-        values = [r["ex"] if lv == "all" else r.get("ex_by_hardness", {}).get(lv, 0.0) for lv in levels]
-        xs = [j + (i - (len(records) - 1) / 2) * width for j in range(len(levels))]
-        bars = ax.bar(xs, values, width=width, label=f"{r['name']} ({r['stage']})")
-        ax.bar_label(bars, fmt="%.0f", fontsize=7)
-    ax.set_xticks(range(len(levels)), levels)
-    ax.set_ylim(0, 110)
-    ax.set_ylabel("execution accuracy (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    with _figure(title, levels, names) as plt:
+        fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(levels) * max(1, len(records)) ** 0.5 + 2), 4))
+        for i, (r, name) in enumerate(zip(records, names, strict=True)):
+            values = [r["ex"] if lv == "all" else r.get("ex_by_hardness", {}).get(lv, 0.0) for lv in levels]
+            xs = [j + (i - (len(records) - 1) / 2) * width for j in range(len(levels))]
+            bars = ax.bar(xs, values, width=width, label=name)
+            ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax.set_xticks(range(len(levels)), levels)
+        ax.set_ylim(0, 110)
+        ax.set_ylabel("execution accuracy (%)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+# Units for the cost chart: (name, size in the unit the records use). Memory is logged in MiB (2**20 bytes:
+# ru_maxrss / 1024, torch.cuda.max_memory_allocated / 2**20), time in seconds.
+MEMORY_UNITS = (("MiB", 1), ("GiB", 1024), ("TiB", 1024**2))
+TIME_UNITS = (("s", 1), ("min", 60), ("h", 3600))
+
+
+def pick_unit(values: Iterable[float | None], units: tuple[tuple[str, float], ...]) -> tuple[str, float]:
+    """The largest unit that the largest of `values` is at least one of (the first unit when none is)."""
+    top = max((abs(v) for v in values if v is not None), default=0)
+    return next(((n, size) for n, size in reversed(units) if top >= size), units[0])
+
+
+def format_number(x: float) -> str:
+    """Three significant digits, never an exponent, thousands separated: 0.412, 5.25, 850, 1,234."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    decimals = max(0, 2 - math.floor(math.log10(abs(x))))
+    text = f"{x:,.{decimals}f}"
+    if abs(float(text.replace(",", ""))) >= 10 ** (3 - decimals) and decimals:  # 9.996 -> "10.00": one too many
+        text = f"{x:,.{decimals - 1}f}"
+    return text
+
+
+def format_quantity(value: float | None, units: tuple[tuple[str, float], ...]) -> str:
+    """A bar label: the value in its own best unit, "1.04 GiB", "850 MiB", "20.6 min", "0.412 s"; "-" for None."""
+    if value is None:
+        return "-"
+    name, size = pick_unit([value], units)
+    return f"{format_number(value / size)} {name}"
+
+
+def cost_panels(records: list[dict]) -> list[tuple[str, list[float | None], tuple[str, float], list[str]]]:
+    """(title, values, (axis unit, its size), bar labels) for the panels of `plot_compare_cost`."""
+    kinds = sorted({r.get("peak_memory_kind") or "RSS" for r in records})
+    panels = []
+    for what, key, units in (
+        ("training wall time", "train_seconds", TIME_UNITS),
+        ("time per step", "seconds_per_step", TIME_UNITS),
+        (f"peak memory ({'/'.join(kinds)})", "peak_memory_mb", MEMORY_UNITS),
+    ):
+        values = [r.get(key) for r in records]
+        unit = pick_unit(values, units)
+        panels.append((f"{what}, {unit[0]}", values, unit, [format_quantity(v, units) for v in values]))
+    return panels
 
 
 def plot_compare_cost(records: list[dict], path: Path) -> Path:
-    """Three bar charts side by side: training wall time, seconds per step, peak memory (CUDA if any, else RSS)."""
-    plt = _pyplot()
+    """Three bar charts side by side: training wall time, seconds per step, peak memory (CUDA if any, else RSS),
+    each axis in a unit that fits its values and each bar labelled in its own ("1.04 GiB", "20.6 min")."""
     names = [r["name"] for r in records]
-    panels = [
-        ("training wall time (s)", [r.get("train_seconds") for r in records]),
-        ("seconds per step", [r.get("seconds_per_step") for r in records]),
-        ("peak memory (MB)", [r.get("peak_memory_mb") for r in records]),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.2 * len(names) * 3), 3.8))
-    for ax, (label, values) in zip(axes, panels, strict=True):
-        bars = ax.bar(names, [v or 0 for v in values], color="#4c72b0")
-        ax.bar_label(bars, labels=["-" if v is None else f"{v:.3g}" for v in values], fontsize=8)
-        ax.set_title(label)
-        ax.tick_params(axis="x", labelrotation=30)
-        ax.grid(axis="y", alpha=0.3)
-    kinds = sorted({r.get("peak_memory_kind", "RSS") for r in records})
-    axes[2].set_title(f"peak memory (MB, {'/'.join(kinds)})")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    with _figure(names) as plt:
+        from matplotlib.ticker import FuncFormatter
+
+        fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.2 * len(names) * 3), 3.8))
+        for ax, (title, values, (_, size), labels) in zip(axes, cost_panels(records), strict=True):
+            bars = ax.bar(names, [(v or 0) / size for v in values], color="#4c72b0")
+            ax.bar_label(bars, labels=labels, fontsize=8)
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,g}"))
+            ax.set_title(title)
+            ax.tick_params(axis="x", labelrotation=30)
+            ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        return _save(fig, path)
 
 
 def plot_compare_curves(runs: list[tuple[str, str, list[dict]]], keys: list[str | None], path: Path) -> Path:
     """One panel per run with its main training curve (`keys[i]` vs step; loss or reward): scales differ."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, len(runs), figsize=(max(5, 4 * len(runs)), 3.6), squeeze=False)
-    for ax, (name, stage, rows), key in zip(axes[0], runs, keys, strict=True):
-        pts = [
-            (r["step"], r[key])
-            for r in rows
-            if key and r.get("event") != "train_end" and isinstance(r.get(key), (int, float)) and "step" in r
-        ]
-        if pts:
-            ax.plot(*zip(*pts, strict=True), marker="o", markersize=2)
-        else:
-            ax.text(0.5, 0.5, "no curve logged", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel("step")
-        ax.set_ylabel(key or "-")
-        ax.set_title(f"{name} ({stage})")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    with _figure([(name, stage) for name, stage, _ in runs]) as plt:
+        fig, axes = plt.subplots(1, len(runs), figsize=(max(5, 4 * len(runs)), 3.6), squeeze=False)
+        for ax, (name, stage, rows), key in zip(axes[0], runs, keys, strict=True):
+            pts = [
+                (r["step"], r[key])
+                for r in rows
+                if key and r.get("event") != "train_end" and isinstance(r.get(key), (int, float)) and "step" in r
+            ]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", markersize=2)
+            else:
+                ax.text(0.5, 0.5, "no curve logged", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlabel("step")
+            ax.set_ylabel(key or "-")
+            ax.set_title(f"{name} ({stage})")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        return _save(fig, path)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from nl2sql_align.errors import UserError
+from nl2sql_align.stdio import display_name, is_stdio, read_text, result_stream
 
 FORMATS = ("spider", "bird", "jsonl")
 BIRD_SEPARATOR = "\t----- bird -----\t"
@@ -61,16 +62,11 @@ def read_predictions(
 ) -> list[str]:
     """The `n` predictions in `path`, aligned with the data's examples. `db_ids` (one per example), when
     given, is checked against any db_id the file carries. `fmt` forces a format (default: detected)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"predictions file not found: {path}")
     if db_ids is not None and len(db_ids) != n:
         raise ValueError(f"{len(db_ids)} db_ids for {n} examples")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    fmt = fmt or detect_format(path, text)
+    text = read_text(path, "predictions file")
+    fmt = fmt or detect_format(Path(path), text)  # `-` (stdin) has no extension: detected from the content
+    path = Path(display_name(path))  # errors name <stdin>
     if fmt == "jsonl":
         return _read_jsonl(path, text, n, db_ids)
     if fmt == "bird":
@@ -181,6 +177,8 @@ def _read_jsonl(path: Path, text: str, n: int, db_ids: Sequence[str] | None) -> 
 
 
 def format_for_path(path: Path | str) -> str:
+    if is_stdio(path):
+        return "spider"  # stdout: one `SQL<TAB>db_id` per line, what the next program in a pipe reads easiest
     suffix = Path(path).suffix
     if suffix not in EXTENSIONS:
         raise UserError(
@@ -251,6 +249,10 @@ def write_predictions(path: Path | str, preds: Sequence[str], db_ids: Sequence[s
         )
     else:
         raise UserError(f"unknown predictions format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if is_stdio(path):
+        result_stream().write(text)
+        result_stream().flush()
+        return fmt
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -30,6 +30,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
 from pydantic.dataclasses import dataclass
 
 from nl2sql_align.errors import RecipeError
+from nl2sql_align.stdio import display_name, is_stdio, read_text
 
 # The recipe a run trained with, written into its output folder; eval, compare and --resume read it back.
 RESOLVED_NAME = "recipe.resolved.toml"
@@ -235,7 +236,7 @@ def load_recipe(
     raw: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
-        source = str(path)
+        source = display_name(path)
         raw = read_toml(Path(path))
     items = list(overrides or [])
     for item in items:
@@ -249,12 +250,13 @@ def load_recipe(
 
 
 def read_toml(path: Path, what: str = "recipe") -> dict[str, Any]:
-    if not path.is_file():
+    """The TOML in `path` (`-`: stdin)."""
+    if not is_stdio(path) and not path.is_file():
         raise RecipeError(f"{what} not found: {path}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(read_text(path, what))
     except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: not valid TOML: {e}") from None
+        raise RecipeError(f"{display_name(path)}: not valid TOML: {e}") from None
 
 
 def apply_override(data: dict[str, Any], item: str, train_config_cls: type | None = None) -> None:

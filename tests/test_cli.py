@@ -110,7 +110,8 @@ def test_pairs_then_validate_a_dpo_recipe_on_them(tiny_model_dir: Path, tmp_path
         "--output",
         str(out),
     )
-    assert "prompts with a pair" in p.stdout and (out / "pairs.jsonl").is_file()
+    # the table goes to stderr; stdout is the output folder alone, as for a training stage
+    assert "prompts with a pair" in p.stderr and p.stdout.splitlines() == [str(out)] and (out / "pairs.jsonl").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples"] == 12 and summary["config"]["samples"] == 2
     pairs, model = f"data.train={out}/pairs.jsonl", f"model.name_or_path={tiny_model_dir}"

@@ -8,20 +8,7 @@ import warnings
 from pathlib import Path
 
 from nl2sql_align.logs import setup_logging
-from nl2sql_align.sql.sandbox import QUIET_SECONDS, _show_progress
 from tests.test_cli import cli
-
-
-def test_progress_in_a_log_file_is_a_line_every_tenth(capsys):
-    shown = -1
-    for done in range(101):
-        shown = _show_progress(done, 100, shown, elapsed=QUIET_SECONDS + 1)
-    err = capsys.readouterr().err
-    assert "\r" not in err and err.splitlines()[-1] == "SQL 100/100 (100%)"
-    assert 10 <= len(err.splitlines()) <= 12
-    for done in range(101):  # a batch that ends within QUIET_SECONDS says nothing
-        _show_progress(done, 100, -1, elapsed=0.5)
-    assert capsys.readouterr().err == ""
 
 
 def test_library_noise_is_silenced_at_its_source():

@@ -39,6 +39,7 @@ from typing import Any
 from nl2sql_align.data.example import Example
 from nl2sql_align.errors import DataError
 from nl2sql_align.sql import Database
+from nl2sql_align.stdio import STDIN_NAME, is_stdio, read_stdin
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +68,25 @@ def load_examples(
         examples = _load_bird(Path(rest))
     else:
         path = Path(spec)
-        if not path.exists():
+        if is_stdio(spec):
+            # stdin: a JSON list when it starts with `[`, else JSONL; db paths are taken from the current folder
+            text = read_stdin()
+            path, json_list = Path(STDIN_NAME), text.lstrip().startswith("[")
+            base = Path.cwd()
+        elif not path.exists():
             raise DataError(
-                f"data not found: {spec!r}. Give a .jsonl/.json file, spider:DIR, bird:DIR, demo:train or demo:dev"
+                f"data not found: {spec!r}. Give a .jsonl/.json file (or - for stdin), spider:DIR, bird:DIR, "
+                "demo:train or demo:dev"
             )
-        if path.suffix == ".jsonl":
-            records = ((f"{path}:{lineno}", rec) for lineno, rec in _iter_jsonl(path))
-        elif path.suffix == ".json":
-            records = _iter_json_list(path)
+        elif path.suffix in (".jsonl", ".json"):
+            text, json_list, base = _read_text(path), path.suffix == ".json", path.parent
         else:
             raise DataError(f"{path}: unknown data format (expected .jsonl, .json, spider:DIR, bird:DIR or demo:SPLIT)")
-        dbs = _DbCache(Path(db_dir) if db_dir else None, path.parent)
+        if json_list:
+            records = _iter_json_list(path, text)
+        else:
+            records = ((f"{path}:{lineno}", rec) for lineno, rec in _iter_jsonl(path, text))
+        dbs = _DbCache(Path(db_dir) if db_dir else None, base)
         fixed = str(db) if db else None
         examples = _mark_own_schema(_load_records(path, records, dbs, fixed, db_field), path)
     if not examples:
@@ -162,31 +171,38 @@ class _DbCache:
 # Reading files
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding=ENCODING) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(record).__name__}")
-            yield lineno, record
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding=ENCODING)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
-def _iter_json_list(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    for i, rec in enumerate(_read_json_list(path, "a JSON list of records")):
+def _iter_jsonl(path: Path, text: str | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    # split on "\n" only: str.splitlines would also cut at U+2028, which JSON strings may hold raw
+    for lineno, line in enumerate((_read_text(path) if text is None else text).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(record).__name__}")
+        yield lineno, record
+
+
+def _iter_json_list(path: Path, text: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    for i, rec in enumerate(_read_json_list(path, "a JSON list of records", text)):
         where = f"{path}: record {i}"
         if not isinstance(rec, dict):
             raise DataError(f"{where}: expected an object, got {type(rec).__name__}")
         yield where, rec
 
 
-def _read_json_list(path: Path, what: str = "a JSON list") -> list:
+def _read_json_list(path: Path, what: str = "a JSON list", text: str | None = None) -> list:
     try:
-        data = json.loads(path.read_text(encoding=ENCODING))
+        data = json.loads(_read_text(path) if text is None else text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(data, list):

@@ -1,8 +1,16 @@
 """Schema text for prompts, read from the live database.
 
-The format is what OmniSQL and DAIL-SQL found to work: CREATE TABLE DDL with primary and foreign keys, and a
-comment per column with a few distinct example values. The text is deterministic (tables and columns in
-definition order, example values in row order) so that the same database always gives the same prompt.
+The format is what OmniSQL and DAIL-SQL found to work: CREATE TABLE DDL with primary keys, NOT NULL and foreign
+keys, and a comment per column with a few distinct example values. The text is deterministic (tables, columns
+and foreign keys in definition order, example values in row order) so that the same database always gives the
+same prompt.
+
+The DDL is built as sqlglot expressions and rendered by sqlglot's generator for the database's dialect, so
+that it is valid SQL there: run without its `--` comments or with them, it recreates the tables' columns,
+types, keys and NOT NULL flags. Identifiers are written bare where the database and sqlglot (the read-only
+guard parses every query with it) both read them back bare, and quoted otherwise: names that are not plain
+(spaces, punctuation, a leading digit) and the reserved words of `_reserved()` (see there). The compact format
+quotes the same names the same way, since models copy identifiers from it into SQL too.
 
 BIRD ships a `database_description/<table>.csv` per table next to each database; where that folder exists, the
 column descriptions (and a shortened value description) join the DDL column comments. Those files come in
@@ -20,8 +28,11 @@ import logging
 import re
 import sqlite3
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
+
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 
 from nl2sql_align.errors import DataError
 from nl2sql_align.sql import Database
@@ -36,6 +47,7 @@ class Column:
     primary_key: bool = False
     examples: list = field(default_factory=list)
     description: str = ""  # from BIRD's database_description/<table>.csv, already shortened
+    not_null: bool = False  # declared NOT NULL (in DuckDB, beyond what the primary key implies)
 
 
 @dataclass
@@ -43,7 +55,9 @@ class Table:
     name: str
     columns: list[Column]
     primary_key: list[str]
-    foreign_keys: list[tuple[list[str], str, list[str]]]  # (columns, referenced table, referenced columns)
+    # (columns, referenced table, referenced columns), in declaration order; referenced columns are "" where the
+    # declaration names none (SQLite's `REFERENCES t`: the referenced table's primary key)
+    foreign_keys: list[tuple[list[str], str, list[str]]]
 
 
 def schema_text(db: Database, example_values: int = 3, max_value_chars: int = 40, format: str = "ddl") -> str:
@@ -54,9 +68,9 @@ def schema_text(db: Database, example_values: int = 3, max_value_chars: int = 40
 def _schema_text(path: str, engine: str, example_values: int, max_value_chars: int, format: str) -> str:
     tables = read_schema(Database(path, engine), example_values)
     if format == "compact":  # the short format for small models and contexts: no descriptions
-        return "\n".join(render_compact(t, max_value_chars) for t in tables)
+        return "\n".join(render_compact(t, max_value_chars, engine) for t in tables)
     attach_descriptions(tables, Path(path).parent / "database_description")
-    return "\n\n".join(render_table(t, max_value_chars) for t in tables)
+    return "\n\n".join(render_table(t, max_value_chars, engine) for t in tables)
 
 
 def read_schema(db: Database, example_values: int = 3) -> list[Table]:
@@ -177,9 +191,12 @@ def _sqlite_schema(path: str, k: int) -> list[Table]:
         for name in names:
             info = conn.execute(f"PRAGMA table_info({_q(name)})").fetchall()  # cid, name, type, notnull, dflt, pk
             pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
-            cols = [Column(r[1], (r[2] or "").upper() or "TEXT", r[1] in pk) for r in info]
+            cols = [Column(r[1], (r[2] or "").upper() or "TEXT", r[1] in pk, not_null=bool(r[3])) for r in info]
             fks: dict[int, tuple[list[str], str, list[str]]] = {}
-            for r in conn.execute(f"PRAGMA foreign_key_list({_q(name)})"):  # id, seq, table, from, to, ...
+            # id, seq, table, from, to, ...; SQLite numbers the foreign keys from the last declared one (id 0)
+            # to the first, and the columns of one key by seq.
+            rows = conn.execute(f"PRAGMA foreign_key_list({_q(name)})").fetchall()
+            for r in sorted(rows, key=lambda r: (-r[0], r[1])):
                 entry = fks.setdefault(r[0], ([], r[2], []))
                 entry[0].append(r[3])
                 entry[2].append(r[4] or "")
@@ -205,7 +222,7 @@ def _duckdb_schema(path: str, k: int) -> list[Table]:
         tables = []
         for name in names:
             cols_raw = conn.execute(
-                "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
+                "SELECT column_name, data_type, is_nullable FROM duckdb_columns() WHERE schema_name = 'main' "
                 "AND table_name = ? ORDER BY column_index",
                 [name],
             ).fetchall()
@@ -221,7 +238,9 @@ def _duckdb_schema(path: str, k: int) -> list[Table]:
                     pk = list(cols)
                 else:
                     fks.append((list(cols), ref_table, list(ref_cols)))
-            columns = [Column(c, t, c in pk) for c, t in cols_raw]
+            # DuckDB makes primary-key columns NOT NULL by itself (is_nullable false, an implied NOT NULL
+            # constraint); the DDL says NOT NULL only where the key does not already imply it.
+            columns = [Column(c, t, c in pk, not_null=not nullable and c not in pk) for c, t, nullable in cols_raw]
             for c in columns:
                 c.examples = _examples(conn, name, c.name, k, "rowid")
             tables.append(Table(name, columns, pk, fks))
@@ -248,58 +267,135 @@ def _examples(conn, table: str, column: str, k: int, order_col: str) -> list:
             return []
 
 
-def _ident(name: str) -> str:
-    return name if name.replace("_", "").isalnum() and not name[0].isdigit() else _q(name)
+# ---------------------------------------------------------------------------------------------------------
+# Rendering
+
+# Words written quoted as identifiers, per engine (lower case), besides names that are not plain. Measured with
+# SQLite 3.40, DuckDB 2.0 and sqlglot 30.30 by creating a table and a column of that name unquoted and reading
+# it back bare in ordinary queries (SELECT list, WHERE, GROUP BY, ORDER BY, qualified, joined, in a function
+# call): each word here fails, or reads as something else, in the engine or in sqlglot's parser for the
+# dialect. SQLite: 64 of its 147 keywords fail in SQLite itself, 11 more (cross, for, glob, inner, like, offset,
+# outer, regexp, rollback, window, with) in sqlglot; its other keywords (key, first, last, match, action, ...)
+# work bare in both and stay bare. DuckDB: its reserved and type_function keywords fail in DuckDB; sqlglot's
+# DuckDB generator quotes those (and a few more) itself (Generator.RESERVED_KEYWORDS, added below), and 13 words
+# fail in sqlglot's DuckDB parser only. tests/test_schema_ddl.py checks both lists against the installed
+# engines and sqlglot.
+_RESERVED_EXTRA = {
+    "sqlite": frozenset(
+        """add all alter and as autoincrement between case cast check collate commit constraint create cross
+        current_date current_time current_timestamp default deferrable delete distinct drop else escape except
+        exists for foreign from glob group having if in index inner insert intersect into is isnull join like
+        limit not nothing notnull null offset on or order outer primary raise references regexp returning
+        rollback select set table then to transaction union unique update using values when where window
+        with""".split()
+    ),
+    "duckdb": frozenset("alter between cube drop force if insert install lock revoke rollback rollup values".split()),
+}
+
+
+@cache
+def _dialect(engine: str) -> Dialect:
+    return Dialect.get_or_raise(engine)
+
+
+@cache
+def _reserved(engine: str) -> frozenset[str]:
+    return _RESERVED_EXTRA.get(engine, frozenset()) | frozenset(_dialect(engine).generator_class.RESERVED_KEYWORDS)
+
+
+def _plain(name: str) -> bool:
+    """Letters (any script), digits and underscores, not starting with a digit: what both engines and sqlglot
+    read as one bare identifier."""
+    return bool(name) and name.replace("_", "").isalnum() and not name[0].isdigit()
+
+
+def identifier(name: str, engine: str = "sqlite") -> exp.Identifier:
+    """`name` as a sqlglot identifier, quoted where `engine` (or sqlglot) would not read it back bare."""
+    return exp.Identifier(this=name, quoted=not _plain(name) or name.lower() in _reserved(engine))
+
+
+def _sql(e: exp.Expr, engine: str) -> str:
+    return _dialect(engine).generate(e, identify=False)
+
+
+def _ident(name: str, engine: str = "sqlite") -> str:
+    return _sql(identifier(name, engine), engine)
+
+
+def create_table(t: Table, engine: str = "sqlite") -> exp.Create:
+    """The CREATE TABLE statement for `t` as a sqlglot expression: columns with their declared types (verbatim)
+    and PRIMARY KEY / NOT NULL constraints, a table-level PRIMARY KEY for a composite key, then the foreign
+    keys in declaration order."""
+
+    def ids(names: list[str]) -> list[exp.Identifier]:
+        return [identifier(n, engine) for n in names]
+
+    single_pk = len(t.primary_key) == 1
+    parts: list[exp.Expr] = []
+    for c in t.columns:
+        constraints = []
+        if single_pk and c.primary_key:
+            constraints.append(exp.ColumnConstraint(kind=exp.PrimaryKeyColumnConstraint()))
+        if c.not_null:
+            constraints.append(exp.ColumnConstraint(kind=exp.NotNullColumnConstraint()))
+        # The type as the database declares it: sqlglot's own types would rename it (SQLite: VARCHAR -> TEXT).
+        kind = exp.DataType(this=exp.DataType.Type.USERDEFINED, kind=c.type)
+        parts.append(exp.ColumnDef(this=identifier(c.name, engine), kind=kind, constraints=constraints))
+    if len(t.primary_key) > 1:
+        parts.append(exp.PrimaryKey(expressions=ids(t.primary_key)))
+    for cols, ref, ref_cols in t.foreign_keys:
+        reference = exp.Reference(
+            this=exp.Table(this=identifier(ref, engine)), expressions=ids([c for c in ref_cols if c])
+        )
+        parts.append(exp.ForeignKey(expressions=ids(cols), reference=reference))
+    schema = exp.Schema(this=exp.Table(this=identifier(t.name, engine)), expressions=parts)
+    return exp.Create(this=schema, kind="TABLE")
+
+
+# Line breaks end a `--` comment (DuckDB ends one at \r too); none may get into one.
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
 
 
 def _literal(v, max_chars: int) -> str:
     if isinstance(v, str):
         s = v if len(v) <= max_chars else v[: max_chars - 3] + "..."
-        s = s.replace("\n", " ")
+        s = _LINE_BREAKS.sub(" ", s)
         return "'" + s.replace("'", "''") + "'"
     if isinstance(v, bytes):
         return "<blob>"
-    return str(v)
+    return _LINE_BREAKS.sub(" ", str(v))
 
 
-def render_table(t: Table, max_value_chars: int = 40) -> str:
-    lines = []
-    single_pk = len(t.primary_key) == 1
-    for c in t.columns:
-        line = f"  {_ident(c.name)} {c.type}"
-        if single_pk and c.primary_key:
-            line += " PRIMARY KEY"
-        lines.append([line, c])
-    extra = []
-    if len(t.primary_key) > 1:
-        extra.append(f"  PRIMARY KEY ({', '.join(map(_ident, t.primary_key))})")
-    for cols, ref, ref_cols in t.foreign_keys:
-        ref_part = f"{_ident(ref)}({', '.join(_ident(c) for c in ref_cols if c)})" if any(ref_cols) else _ident(ref)
-        extra.append(f"  FOREIGN KEY ({', '.join(map(_ident, cols))}) REFERENCES {ref_part}")
-    out = [f"CREATE TABLE {_ident(t.name)} ("]
-    n = len(lines) + len(extra)
-    for i, (line, c) in enumerate(lines):
-        sep = "," if i < n - 1 else ""
-        notes = [c.description] if c.description else []
-        if c.examples:
-            notes.append(f"examples: {', '.join(_literal(v, max_value_chars) for v in c.examples)}")
-        comment = f" -- {'; '.join(notes)}" if notes else ""
-        out.append(line + sep + comment)
-    for j, line in enumerate(extra):
-        out.append(line + ("," if len(lines) + j < n - 1 else ""))
+def render_table(t: Table, max_value_chars: int = 40, engine: str = "sqlite") -> str:
+    """`create_table(t)` as the generator writes it for `engine`, one column or key per line, with a `--`
+    comment after each column that has a description or example values. Valid SQL as it stands."""
+    create = create_table(t, engine)
+    schema = create.this
+    parts = schema.expressions
+    out = [f"CREATE TABLE {_sql(schema.this, engine)} ("]
+    for i, part in enumerate(parts):
+        line = "  " + _sql(part, engine) + ("," if i < len(parts) - 1 else "")
+        if i < len(t.columns):
+            c = t.columns[i]
+            notes = [c.description] if c.description else []
+            if c.examples:
+                notes.append(f"examples: {', '.join(_literal(v, max_value_chars) for v in c.examples)}")
+            if notes:
+                line += " -- " + _LINE_BREAKS.sub(" ", "; ".join(notes))
+        out.append(line)
     out.append(");")
     return "\n".join(out)
 
 
-def render_compact(t: Table, max_value_chars: int = 40) -> str:
+def render_compact(t: Table, max_value_chars: int = 40, engine: str = "sqlite") -> str:
     """`Table orders: id (primary key), customer_id -> customers.id, status (e.g. 'paid')`."""
     refs = {}
     for cols, ref, ref_cols in t.foreign_keys:
         for c, rc in zip(cols, ref_cols, strict=False):
-            refs[c] = f"{_ident(ref)}.{_ident(rc)}" if rc else _ident(ref)
+            refs[c] = f"{_ident(ref, engine)}.{_ident(rc, engine)}" if rc else _ident(ref, engine)
     parts = []
     for c in t.columns:
-        part = _ident(c.name)
+        part = _ident(c.name, engine)
         if c.primary_key:
             part += " (primary key)"
         if c.name in refs:
@@ -307,4 +403,4 @@ def render_compact(t: Table, max_value_chars: int = 40) -> str:
         if c.examples:
             part += f" (e.g. {', '.join(_literal(v, max_value_chars) for v in c.examples)})"
         parts.append(part)
-    return f"Table {_ident(t.name)}: {', '.join(parts)}"
+    return f"Table {_ident(t.name, engine)}: {', '.join(parts)}"

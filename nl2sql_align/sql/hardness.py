@@ -103,6 +103,12 @@ def spider_hardness(sql: str, dialect: str | None = None) -> str:
     return UNKNOWN if counts is None else level_from_counts(counts)
 
 
+def level_of(label: str | None, sql: str, dialect: str | None = None) -> str:
+    """The level reports and `data --stats` group an example under: the data's own label when it has one
+    (BIRD's difficulty, a `hardness` field), else the Spider level of its gold SQL."""
+    return str(label or spider_hardness(sql, dialect))
+
+
 @lru_cache(maxsize=65536)  # reports classify the same gold SQL more than once
 def hardness_counts(sql: str, dialect: str | None = None) -> HardnessCounts | None:
     """The three official counts of the top-level query, or None if it cannot be parsed as one query.

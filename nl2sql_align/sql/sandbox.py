@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
+from nl2sql_align.progress import Advance
+from nl2sql_align.progress import progress as show_progress
 from nl2sql_align.sql.backends import (
     Backend,
     Database,
@@ -370,10 +372,12 @@ class SQLExecutor:
     def _dispatch_loop(
         self, jobs: dict[int, Job], results: list[ExecResult | None], *, progress: bool, total: int
     ) -> None:
+        with show_progress("SQL", total, enabled=progress) as advance:
+            self._run_jobs(jobs, results, advance)
+
+    def _run_jobs(self, jobs: dict[int, Job], results: list[ExecResult | None], advance: Advance) -> None:
         pending = deque(sorted(jobs))
-        done = total - len(jobs)  # refused and missing-database jobs were answered in the parent
-        shown = -1
-        began = time.monotonic()
+        advance(len(results) - len(jobs))  # refused and missing-database jobs were answered in the parent
         while pending or any(w.job is not None for w in self._workers):
             now = time.monotonic()
             for w in list(self._workers):
@@ -411,7 +415,7 @@ class SQLExecutor:
                         self._replace(w)
                         continue
                     results[w.job] = error_result(CRASHED, elapsed=time.monotonic() - w.sent_at)
-                    done += 1
+                    advance(1)
                     self._replace(w)
                     continue
                 if not w.ready:
@@ -419,37 +423,14 @@ class SQLExecutor:
                     continue
                 results[w.job] = message
                 w.job = None
-                done += 1
+                advance(1)
             now = time.monotonic()
             for w in list(self._workers):
                 if w.job is not None and now >= w.deadline:  # it did not stop itself: kill it
                     results[w.job] = error_result(
                         timeout_message(self.timeout), timed_out=True, elapsed=now - w.sent_at
                     )
-                    done += 1
+                    advance(1)
                     self._replace(w)
                 elif not w.ready and now >= w.started + WORKER_START_TIMEOUT:
                     raise RuntimeError(f"SQL worker {w.pid} did not start within {WORKER_START_TIMEOUT:.0f} s")
-            if progress and done != shown:
-                shown = _show_progress(done, total, shown, now - began)
-        if progress and sys.stderr.isatty():
-            print(file=sys.stderr)
-
-
-# In a log file, a batch that finishes within this many seconds leaves no progress lines (validate stays quiet).
-QUIET_SECONDS = 5.0
-
-
-def _show_progress(done: int, total: int, shown: int, elapsed: float) -> int:
-    """On a terminal, one line rewritten in place; in a log file (CI, nohup, SLURM), once the batch has run for
-    QUIET_SECONDS, a line every 10% and at the end, never a wall of carriage returns. Returns what is shown."""
-    if sys.stderr.isatty():
-        print(f"\rSQL {done}/{total}", end="", file=sys.stderr, flush=True)
-        return done
-    if elapsed < QUIET_SECONDS:
-        return shown
-    step = max(1, total // 10)
-    if done == total or done // step > shown // step:
-        print(f"SQL {done}/{total} ({100 * done // max(1, total)}%)", file=sys.stderr, flush=True)
-        return done
-    return shown
