@@ -309,17 +309,22 @@ def _alpaca_example(rec, where, i, dbs: _DbCache, fixed_db, db_field, stem) -> E
     question = instruction.strip() + ("\n" + extra.strip() if extra.strip() else "")
     if not question:
         raise DataError(f'{where}: empty "instruction" and "input": no question')
+    return _answered_example(rec, where, i, dbs, fixed_db, db_field, stem, question, output, rec.get("system"))
+
+
+def _answered_example(rec, where, i, dbs: _DbCache, fixed_db, db_field, stem, question, answer, system) -> Example:
+    """The Example of an alpaca or sharegpt record once its question, answer and system text are found."""
     database, db_id = dbs.database(rec, db_field, fixed_db, where, _no_db_hint(db_field))
-    from nl2sql_align.data.prompts import extract_sql  # outputs are often fenced like model answers
+    from nl2sql_align.data.prompts import extract_sql  # answers are often fenced like model answers
 
     return Example(
         id=str(rec.get("id", f"{stem}-{i}")),
         question=question,
-        sql=extract_sql(output),
+        sql=extract_sql(answer),
         db=database,
         db_id=db_id,
         evidence=str(rec.get("evidence") or "").strip(),
-        system=_system(rec.get("system"), where),
+        system=_system(system, where),
         source=where,
     )
 
@@ -362,19 +367,7 @@ def _sharegpt_example(rec, where, i, dbs: _DbCache, fixed_db, db_field, stem) ->
     question, answer = texts[0].strip(), texts[1]
     if not question or not answer.strip():
         raise DataError(f"{where}: empty user or assistant turn")
-    database, db_id = dbs.database(rec, db_field, fixed_db, where, _no_db_hint(db_field))
-    from nl2sql_align.data.prompts import extract_sql
-
-    return Example(
-        id=str(rec.get("id", f"{stem}-{i}")),
-        question=question,
-        sql=extract_sql(answer),
-        db=database,
-        db_id=db_id,
-        evidence=str(rec.get("evidence") or "").strip(),
-        system=_system(system, where),
-        source=where,
-    )
+    return _answered_example(rec, where, i, dbs, fixed_db, db_field, stem, question, answer, system)
 
 
 # ---------------------------------------------------------------------------------------------------------
