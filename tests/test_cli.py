@@ -44,6 +44,30 @@ def test_subcommand_help(command):
     assert "Usage" in p.stdout and p.stderr.strip() == ""
 
 
+def test_help_fits_80_columns_without_cutting_names():
+    # An 80-column terminal (a laptop's default) shows every command's summary and every option name whole.
+    import typer.main
+    from typer.testing import CliRunner
+
+    from nl2sql_align.cli import app
+
+    group = typer.main.get_command(app)
+    runner = CliRunner()
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "80"}).output
+    assert all(len(line) <= 80 for line in top.splitlines())
+    for c in COMMANDS:
+        assert f"  {c} " in top and group.commands[c].short_help in top
+    assert "..." not in top.split("Commands:")[1] and "\u2026" not in top
+    for c in COMMANDS:
+        out = runner.invoke(app, [c, "--help"], env={"COLUMNS": "80"}).output
+        assert all(len(line) <= 80 for line in out.splitlines()), c
+        for param in group.commands[c].params:
+            for name in [*param.opts, *param.secondary_opts]:
+                if name.startswith("--"):
+                    assert name in out, (c, name)
+        assert "\u2026" not in out
+
+
 def test_cli_module_does_not_import_torch():
     # --help must stay instant: the CLI imports heavy libraries only inside commands.
     code = "import sys, nl2sql_align.cli; bad = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]; print(bad)"
