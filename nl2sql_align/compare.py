@@ -398,6 +398,8 @@ def compare_command(
     from nl2sql_align.pipeline import run_pipeline
     from nl2sql_align.stages.runner import resolved_command
 
+    if any(a.startswith("-") for a in extra):
+        raise UserError(f"compare: unknown option(s) {' '.join(a for a in extra if a.startswith('-'))}")
     if (recipe is None) == (runs is None):
         raise UserError(
             "compare: give either --runs DIR... (trained outputs) or --recipe PIPELINE.toml (train, then compare)"

@@ -399,6 +399,14 @@ def eval_recipe(model: str | None, recipe: Path | None, overrides: list[str] | N
     return load_recipe(recipe, overrides), source
 
 
+def eval_flag_overrides(model: str | None, overrides: list[str] | None, **flags: Any) -> list[str]:
+    """`--set` items plus the eval flags as [eval] overrides; generation flags need a model to generate with."""
+    for flag in ("samples", "backend", "temperature"):
+        if flags.get(flag) is not None and model is None:
+            raise UserError(f"--{flag} needs --model: it sets how the model generates")
+    return [*(overrides or []), *eval_overrides(**flags)]
+
+
 def eval_overrides(**flags: Any) -> list[str]:
     """`--set eval.KEY=VALUE` for each eval flag given on the command line (None: not given). Flags are
     overrides of [eval] keys, never parallel defaults: an unset flag leaves the recipe's value."""
@@ -478,11 +486,14 @@ def eval_command(
     skip_bad_gold: bool = False,
     dialect: str | None = None,
     overwrite: bool = False,
+    json_: bool = False,
 ) -> dict[str, Any]:
     """`nl2sql-align eval`: everything is checked (report folder, recipe, sampling settings, predictions format,
     data) before a model loads; then the one `evaluate`."""
     if (model is None) == (predictions is None):
         raise UserError("give exactly one of --model (generate) or --predictions (score a file)")
+    if json_ and is_stdio(write_predictions):
+        raise UserError("--json and --write-predictions - both write to stdout: write the predictions to a file")
     if is_stdio(data) and is_stdio(predictions):
         raise UserError("--data - and --predictions - both read stdin: give one of them as a file")
     if report is not None:
