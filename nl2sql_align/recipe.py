@@ -63,6 +63,10 @@ class SchemaSection:
     max_value_chars: int = 40
     # false: the data's own prompt already holds the schema (LLaMA-Factory instructions often do).
     include: bool = True
+    # Training examples whose prompt + answer exceed train.max_length keep their answer whole and lose schema
+    # detail instead: first the example values, then the tables their gold SQL does not use. Only what still
+    # does not fit is refused (or left out with data.drop_too_long). Eval prompts always show the whole schema.
+    truncate: bool = False
 
 
 @dataclass(config=TABLE_CONFIG)

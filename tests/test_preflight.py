@@ -98,3 +98,35 @@ def test_drop_too_long_trains_on_what_fits_and_says_so(tiny_model_dir: Path, tmp
     _, sets = _recipe_args("sft", tmp_path, tiny_model_dir, ["train.max_length=64", "data.drop_too_long=true"])
     with pytest.raises(UserError, match="no training examples left"):
         validate_recipe(path, "sft", sets)
+
+
+def test_schema_truncate_shortens_the_prompt_never_the_answer(tiny_model_dir: Path, tmp_path: Path):
+    from nl2sql_align.stages import get_stage, load_stage_recipe
+    from nl2sql_align.stages.preflight import check_stage
+    from nl2sql_align.stages.setup import load_training_tokenizer
+    from nl2sql_align.stages.sft import sft_rows, token_lengths
+
+    path, sets = _recipe_args(
+        "sft",
+        tmp_path,
+        tiny_model_dir,
+        ["train.max_length=230", "data.schema.example_values=2", "data.schema.truncate=true"],
+    )
+    recipe, _, _ = load_stage_recipe("sft", path, sets)
+    checked = check_stage(get_stage("sft"), recipe)
+    train = checked.data[0]
+    short = [ex for ex in train if ex.schema_values is not None]
+    assert checked.shortened == len(short) > 0 and checked.dropped == 0
+    assert any("fit with a shortened schema" in line for line in checked.lines)
+    tok = load_training_tokenizer(recipe)
+    assert max(token_lengths(recipe, train, tok)) <= 230  # every example now fits
+    for ex, row in zip(short, sft_rows(short, recipe), strict=True):
+        assert row["completion"][0]["content"] == f"```sql\n{ex.sql.strip()}\n```"  # the answer is whole
+        prompt = row["prompt"][1]["content"]
+        assert "e.g." not in prompt.lower() and "examples:" not in prompt.lower()
+        if ex.schema_tables is not None:
+            for table in ex.schema_tables:
+                assert table in prompt.lower()
+    # Without truncate the same recipe is refused, and the message points to the key.
+    with pytest.raises(UserError, match="truncate = true"):
+        validate_recipe(path, "sft", sets[:-1])

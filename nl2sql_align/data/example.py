@@ -24,6 +24,10 @@ class Example:
     # The question already holds its database's CREATE TABLE statements (a prompt that brings its own schema,
     # detected when the data is loaded): build_messages adds no schema text of ours.
     prompt_has_schema: bool = False
+    # Set only when [data.schema] truncate shortened this training example's schema to fit train.max_length:
+    # the tables shown (None: all) and the example values per column (None: the recipe's).
+    schema_tables: tuple[str, ...] | None = None
+    schema_values: int | None = None
     source: str = ""  # file:line it came from, for error messages
 
     def to_json(self, index: int | None = None) -> dict:

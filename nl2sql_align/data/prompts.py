@@ -33,7 +33,9 @@ def build_messages(
     if not s.include or ex.prompt_has_schema:
         parts = [*evidence, ex.question]
     else:
-        schema_part = ["Database schema:", schema_text(ex.db, s.example_values, s.max_value_chars, s.format), ""]
+        values = s.example_values if ex.schema_values is None else ex.schema_values
+        text = schema_text(ex.db, values, s.max_value_chars, s.format, ex.schema_tables)
+        schema_part = ["Database schema:", text, ""]
         parts = [*schema_part, *evidence, f"Question: {ex.question}"]
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(parts)}]
 

@@ -60,13 +60,25 @@ class Table:
     foreign_keys: list[tuple[list[str], str, list[str]]]
 
 
-def schema_text(db: Database, example_values: int = 3, max_value_chars: int = 40, format: str = "ddl") -> str:
-    return _schema_text(db.path, db.engine, example_values, max_value_chars, format)
+def schema_text(
+    db: Database,
+    example_values: int = 3,
+    max_value_chars: int = 40,
+    format: str = "ddl",
+    tables: tuple[str, ...] | None = None,
+) -> str:
+    """The schema text of `db`; `tables` (names, any case) keeps only those tables, in definition order."""
+    return _schema_text(db.path, db.engine, example_values, max_value_chars, format, tables)
 
 
 @lru_cache(maxsize=256)
-def _schema_text(path: str, engine: str, example_values: int, max_value_chars: int, format: str) -> str:
+def _schema_text(
+    path: str, engine: str, example_values: int, max_value_chars: int, format: str, only: tuple[str, ...] | None
+) -> str:
     tables = read_schema(Database(path, engine), example_values)
+    if only is not None:
+        keep = {name.lower() for name in only}
+        tables = [t for t in tables if t.name.lower() in keep]
     if format == "compact":  # the short format for small models and contexts: no descriptions
         return "\n".join(render_compact(t, max_value_chars, engine) for t in tables)
     attach_descriptions(tables, Path(path).parent / "database_description")

@@ -19,6 +19,7 @@ from nl2sql_align.sql.guard import (
     ensure_read_only,
     parse_untrusted,
     remove_distinct,
+    tables_used,
     transpile,
 )
 from nl2sql_align.sql.results import (
@@ -38,6 +39,7 @@ __all__ = [
     "TranspileError",
     "ExecResult",
     "SQLExecutor",
+    "tables_used",
     "as_scored",
     "UnsafeSQLError",
     "bird_exec_match",

@@ -309,3 +309,17 @@ def remove_distinct(sql: str, dialect: str | None = None) -> str:
         return "".join(pieces)
     except Exception:  # noqa: BLE001  odd token positions: leave the text as it is
         return sql
+
+
+def tables_used(sql: str, dialect: str | None = None) -> tuple[str, ...] | None:
+    """The tables `sql` reads, lower-cased and sorted (CTE names left out), or None when it cannot be parsed.
+    Never raises."""
+    parsed, _ = parse_untrusted(sql, dialect)
+    if not parsed:
+        return None
+    try:
+        ctes = {c.alias_or_name.lower() for root in parsed if root is not None for c in root.find_all(exp.CTE)}
+        names = {t.name.lower() for root in parsed if root is not None for t in root.find_all(exp.Table)}
+        return tuple(sorted(n for n in names - ctes if n))
+    except Exception:  # noqa: BLE001  an odd tree: nothing known
+        return None

@@ -31,6 +31,7 @@ class Checked:
     data: tuple[list, list, list]
     lines: list[str] = field(default_factory=list)
     dropped: int = 0  # train items left out for length (data.drop_too_long)
+    shortened: int = 0  # train items whose schema was shortened to fit ([data.schema] truncate)
 
 
 def check_stage(stage: Stage, recipe: Recipe, num_processes: int | None = None) -> Checked:
@@ -145,28 +146,35 @@ def check_gold(examples: list, recipe: Recipe, what: str, consequence: str) -> N
 
 
 def _check_lengths(stage: Stage, recipe: Recipe, checked: Checked) -> None:
-    """Examples longer than train.max_length would be dropped or cut by TRL without a word: count them here."""
+    """Examples longer than train.max_length would be dropped or cut by TRL without a word: count them here;
+    with [data.schema] truncate, shorten their schema first (`_shorten_schema`)."""
     from nl2sql_align.stages.setup import load_training_tokenizer
 
     max_length = {**checked.defaults, **recipe.train}.get("max_length")
     if not max_length:
         return
     train, evals, held = checked.data
-    lengths = stage.lengths(recipe, train, load_training_tokenizer(recipe))
+    tokenizer = load_training_tokenizer(recipe)
+    lengths = stage.lengths(recipe, train, tokenizer)
     over = [i for i, n in enumerate(lengths) if n > max_length]
+    if over and recipe.data.schema.truncate:
+        train, over = _shorten_schema(stage, recipe, tokenizer, train, over, max_length, checked)
+        checked.data = (train, evals, held)
+        lengths = stage.lengths(recipe, train, tokenizer)
     if not over:
         checked.lines.append(f"every training example fits train.max_length = {max_length} (longest {max(lengths)})")
         return
-    longest = max(lengths)
+    longest = max(lengths[i] for i in over)
     first = getattr(train[over[0]], "source", None) or f"example {over[0]}"
     summary = (
         f"{len(over)} of {len(train)} training examples exceed train.max_length = {max_length} tokens "
         f"(prompt + answer; the longest has {longest}, the first is {first})"
     )
     if not recipe.data.drop_too_long:
+        hint = "" if recipe.data.schema.truncate else ", or [data.schema] truncate = true to shorten their schema"
         raise RecipeError(
             f"{recipe.source}: {summary}. Raise train.max_length, shorten the schema ([data.schema] format = "
-            '"compact", example_values = 0), or set data.drop_too_long = true to leave them out'
+            f'"compact", example_values = 0{hint}), or set data.drop_too_long = true to leave them out'
         )
     keep = set(range(len(train))) - set(over)
     if not keep:
@@ -175,3 +183,35 @@ def _check_lengths(stage: Stage, recipe: Recipe, checked: Checked) -> None:
     checked.dropped = len(over)
     checked.lines.append(f"{summary}: left out (data.drop_too_long), {len(keep)} kept")
     log.warning("%s: left out (data.drop_too_long = true), %d kept", summary, len(keep))
+
+
+def _shorten_schema(
+    stage: Stage, recipe: Recipe, tokenizer, train: list, over: list[int], max_length: int, checked: Checked
+) -> tuple[list, list[int]]:
+    """[data.schema] truncate: for each over-long example, the first of (no example values; no example values
+    and only the tables its gold SQL reads) that fits. The answer is never cut. Returns the examples and the
+    indices still over the limit."""
+    from dataclasses import replace
+
+    from nl2sql_align.sql import tables_used
+
+    train, still = list(train), []
+    for i in over:
+        ex = train[i]
+        used = tables_used(ex.sql, ex.dialect or ex.db.engine)
+        tries = [replace(ex, schema_values=0)] + ([replace(ex, schema_values=0, schema_tables=used)] if used else [])
+        fits = [t for t in tries if stage.lengths(recipe, [t], tokenizer)[0] <= max_length]
+        if fits:
+            train[i] = fits[0]
+        else:
+            still.append(i)
+    shortened = len(over) - len(still)
+    if shortened:
+        line = (
+            f"{shortened} of {len(train)} training examples over train.max_length = {max_length} fit with a "
+            "shortened schema ([data.schema] truncate: no example values, then only the tables their gold SQL reads)"
+        )
+        checked.lines.append(line)
+        checked.shortened = shortened
+        log.warning("%s", line)
+    return train, still

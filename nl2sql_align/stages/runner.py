@@ -317,7 +317,8 @@ def _finish(stage: Stage, recipe: Recipe, trainer, ctx: StageContext, work: Path
         summary, _ = evaluate(
             ctx.eval_examples, recipe, generator=policy, report_dir=work / "eval", title=f"{stage.name} eval"
         )
-    write_model_card(work, final.name, stage, recipe, len(ctx.train_examples), seconds, summary, measured)
+    shortened = sum(getattr(ex, "schema_values", None) is not None for ex in ctx.train_examples)
+    write_model_card(work, final.name, stage, recipe, len(ctx.train_examples), seconds, summary, measured, shortened)
     publish(work, final)
 
 
@@ -330,6 +331,7 @@ def write_model_card(
     seconds: float,
     summary: dict | None,
     measured: dict | None = None,
+    shortened: int = 0,
 ) -> None:
     method = stage.method(recipe)
     how = f"`{stage.name}`" + (f" (preference.method = {method})" if method else "")
@@ -337,7 +339,8 @@ def write_model_card(
         f"# {name}: {stage.name} on {recipe.data.train}",
         "",
         f"Trained by nl2sql-align {how} from `{recipe.model.name_or_path}` on {n_train} {stage.unit} "
-        f"in {seconds:.0f} s.",
+        f"in {seconds:.0f} s"
+        + (f" ({shortened} of them with a schema shortened to fit train.max_length)." if shortened else "."),
         "Mode: "
         + ("QLoRA" if recipe.quantization else "LoRA" if recipe.lora else "full fine-tune")
         + ". The exact settings are in `recipe.resolved.toml`; training logs in `metrics.jsonl`, curves in `plots/`.",
