@@ -8,15 +8,23 @@ from pathlib import Path
 
 
 def launch_command(num_processes: int, accelerate_config: Path | None, argv: list[str]) -> list[str]:
-    """`accelerate launch` running `nl2sql-align ARGV` on N processes (or as the Accelerate config says)."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    if accelerate_config is not None:
-        cmd += ["--config_file", str(accelerate_config)]
-    else:  # torchrun-style processes; on a machine without GPUs the stage sets use_cpu and they join over gloo
-        cmd += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    """`accelerate launch` running `nl2sql-align ARGV` on N processes (or as the Accelerate config says). The
+    launch options go through accelerate's own argument parser here, which must hand each process the stage's
+    argv exactly as given (launch options never leak into it, nor it into them)."""
+    from nl2sql_align.errors import UserError
+
+    opts = ["--config_file", str(accelerate_config)] if accelerate_config is not None else []
+    if accelerate_config is None:  # torchrun-style processes; without GPUs the stage sets use_cpu, gloo joins them
+        opts += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     if num_processes > 1:
-        cmd += ["--num_processes", str(num_processes)]
-    return [*cmd, "-m", "nl2sql_align", *argv]
+        opts += ["--num_processes", str(num_processes)]
+    tail = [*opts, "-m", "nl2sql_align", *argv]
+    from accelerate.commands.launch import launch_command_parser
+
+    parsed = launch_command_parser().parse_args(tail)
+    if not parsed.module or parsed.training_script != "nl2sql_align" or parsed.training_script_args != argv:
+        raise UserError(f"accelerate launch would not pass the command through unchanged: {' '.join(argv)}")
+    return [sys.executable, "-m", "accelerate.commands.launch", *tail]
 
 
 def is_main_process() -> bool:
