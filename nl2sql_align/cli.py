@@ -192,6 +192,7 @@ def compare(
     report: o.CompareReport = None,
     limit: o.Limit = None,
     metric: o.CompareMetric = None,
+    baseline: o.CompareBaseline = None,
     db_dir: o.DbDir = None,
     set_: o.PipelineSet = None,
     overwrite: o.CompareOverwrite = False,
@@ -206,7 +207,7 @@ def compare(
     with results_only_on_stdout(json_):  # `--runs A B C`: click takes A for --runs, B and C land in ctx.args
         summary = compare_command(
             runs, list(ctx.args), recipe, data=data, report=report, limit=limit, metric=metric, db_dir=db_dir,
-            overrides=set_, overwrite=overwrite, reuse=reuse, resume=resume,
+            overrides=set_, overwrite=overwrite, reuse=reuse, resume=resume, baseline=baseline,
         )  # fmt: skip
         print_table(summary)
     print_result(json.dumps(summary, ensure_ascii=False, indent=2, default=str) if json_ else str(summary["report"]))

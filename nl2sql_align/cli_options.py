@@ -159,6 +159,10 @@ CompareData = Annotated[
 CompareReport = Annotated[
     Path | None, typer.Option(help="Folder for report.md, summary.json, plots, runs/<name>/ (default out/compare).")
 ]
+CompareBaseline = Annotated[
+    str | None,
+    typer.Option(help="Run the others are tested against (default: the first sft run, else the first run)."),
+]
 CompareMetric = Annotated[str | None, typer.Option(help="spider or bird (default: the runs' eval.metric).")]
 PipelineSet = Annotated[
     list[str] | None,

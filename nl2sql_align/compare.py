@@ -29,6 +29,7 @@ class Run:
     train_end: dict[str, Any]
     recipe_path: Path | None
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    correct: list[bool] = field(default_factory=list)  # per question, in data order, once scored
 
 
 def load_run(path: Path, name: str) -> Run:
@@ -136,34 +137,153 @@ def run_record(run: Run, summary: dict[str, Any], report_dir: Path) -> dict[str,
     }
 
 
-# Short headers, so that the terminal table fits 80 columns; table_notes says what each measures.
-COLUMNS = ("run", "stage", "EX %", "hard+ EX %", "exec %", "train s", "steps", "s/step", "peak MB", "tok/s")
+# ---------------------------------------------------------------------------------------------------------
+# Error bars and paired tests (nl2sql_align.stats): every run's EX with a bootstrap interval over questions, and
+# every run against one baseline on the same questions.
+
+
+def correct_vector(report_dir: Path) -> list[bool]:
+    """A scored run's per-question verdicts, in data order, from the per_example.jsonl `evaluate` wrote."""
+    rows = [json.loads(line) for line in (report_dir / "per_example.jsonl").read_text("utf-8").splitlines() if line]
+    return [bool(r["correct"]) for r in sorted(rows, key=lambda r: r["index"])]
+
+
+def pick_baseline(names: list[str], stages: list[str], baseline: str | None = None) -> int:
+    """The index of the run the others are tested against: the one named `baseline` (compare --baseline), else
+    the first sft run, else the first run."""
+    if baseline is not None:
+        if baseline not in names:
+            raise UserError(f"--baseline {baseline!r}: no run of that name; the runs are {', '.join(names)}")
+        return names.index(baseline)
+    return next((i for i, st in enumerate(stages) if st.split("/")[0] == "sft"), 0)
+
+
+def add_paired_stats(records: list[dict[str, Any]], vectors: list[list[bool]], base: int) -> None:
+    """Set each record's "ex_ci" (95% percentile bootstrap over questions) and "vs_baseline": against the
+    baseline `records[base]`, the EX difference in points ("diff") with its paired bootstrap 95% interval
+    ("diff_ci"), the discordant questions ("wins": only this run right, "losses": only the baseline), the exact
+    McNemar p ("p") and the word ("verdict": better / worse / no detectable difference; "baseline" on its own)."""
+    from nl2sql_align.stats import BASELINE, bootstrap_ci, paired_comparison
+
+    name = records[base]["name"]
+    for i, (rec, vec) in enumerate(zip(records, vectors, strict=True)):
+        rec["ex_ci"] = [round(x, 2) for x in bootstrap_ci(vec)]
+        if i == base:
+            rec["vs_baseline"] = {"baseline": name, "verdict": BASELINE}
+            continue
+        cmp = paired_comparison(vectors[base], vec)
+        rec["vs_baseline"] = {
+            "baseline": name,
+            "diff": round(cmp["diff"], 2),
+            "diff_ci": [round(x, 2) for x in cmp["diff_ci"]],
+            "wins": cmp["wins"],
+            "losses": cmp["losses"],
+            "p": cmp["p"],
+            "verdict": cmp["verdict"],
+        }
+
+
+def stats_settings() -> dict[str, Any]:
+    from nl2sql_align.stats import ALPHA, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+
+    return {
+        "interval": "95% percentile bootstrap over questions (paired for differences)",
+        "bootstrap_resamples": BOOTSTRAP_RESAMPLES,
+        "bootstrap_seed": BOOTSTRAP_SEED,
+        "test": "exact two-sided McNemar (binomial on the discordant questions)",
+        "alpha": ALPHA,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tables: report.md has every column; the terminal has two narrower tables that fit 80 columns.
 
 
 def _fmt(v: Any, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec) if isinstance(v, (int, float)) else str(v)
 
 
+def _fmt_ci(ci: list[float] | None) -> str:
+    """ "[46.7, 62.7]": with a space, so a narrow terminal wraps it rather than cutting it."""
+    return "-" if not ci else f"[{ci[0]:.1f}, {ci[1]:.1f}]"
+
+
+def _fmt_p(p: float | None) -> str:
+    return "-" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _memory_kinds(records: list[dict[str, Any]]) -> set[str]:
     return {r["peak_memory_kind"] for r in records if r["peak_memory_mb"] is not None}
 
 
+def _memory(r: dict[str, Any], mixed: bool) -> str:
+    from nl2sql_align.plots import MEMORY_UNITS, format_quantity
+
+    if r["peak_memory_mb"] is None:
+        return "-"
+    return format_quantity(r["peak_memory_mb"], MEMORY_UNITS) + (f" ({r['peak_memory_kind']})" if mixed else "")
+
+
+def _baseline_name(records: list[dict[str, Any]]) -> str | None:
+    return next((r["vs_baseline"]["baseline"] for r in records if r.get("vs_baseline")), None)
+
+
+def accuracy_cells(r: dict[str, Any]) -> list[str]:
+    """EX %, its 95% CI, the difference to the baseline (points) and its CI, McNemar's p, the word."""
+    vs = r.get("vs_baseline") or {}
+    return [
+        _fmt(r["ex"]),
+        _fmt_ci(r.get("ex_ci")),
+        "-" if vs.get("diff") is None else f"{vs['diff']:+.1f}",
+        _fmt_ci(vs.get("diff_ci")),
+        _fmt_p(vs.get("p")),
+        vs.get("verdict", "-"),
+    ]
+
+
+def cost_cells(r: dict[str, Any], mixed: bool) -> list[str]:
+    return [
+        _fmt(r["train_seconds"]),
+        _fmt(r["steps"], "d"),
+        _fmt(r["seconds_per_step"], ".3f"),
+        _memory(r, mixed),
+        _fmt(r["tokens_per_second"], ".0f"),
+    ]
+
+
+def columns(records: list[dict[str, Any]]) -> list[str]:
+    """report.md's columns."""
+    base = _baseline_name(records) or "baseline"
+    return [
+        "run",
+        "stage",
+        "EX %",
+        "EX 95% CI",
+        f"Δ EX vs {base}",
+        "Δ 95% CI",
+        "McNemar p",
+        f"vs {base}",
+        "hard+ EX %",
+        "exec %",
+        "train s",
+        "steps",
+        "s/step",
+        "peak mem",
+        "tok/s",
+    ]
+
+
 def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    """report.md's rows, one per run, in the order given (no ranking)."""
     mixed = len(_memory_kinds(records)) > 1  # runs from a GPU and a CPU side by side: say which is which
     return [
         [
             r["name"],
             r["stage"],
-            _fmt(r["ex"]),
+            *accuracy_cells(r),
             _fmt(r["ex_complex"]),
             _fmt(r["executable"]),
-            _fmt(r["train_seconds"]),
-            _fmt(r["steps"], "d"),
-            _fmt(r["seconds_per_step"], ".3f"),
-            "-"
-            if r["peak_memory_mb"] is None
-            else f"{r['peak_memory_mb']:.0f}" + (f" ({r['peak_memory_kind']})" if mixed else ""),
-            _fmt(r["tokens_per_second"], ".0f"),
+            *cost_cells(r, mixed),
         ]
         for r in records
     ]
@@ -175,17 +295,29 @@ def table_notes(records: list[dict[str, Any]]) -> str:
     kinds = _memory_kinds(records)
     memory = {"RSS": "the training process's peak RSS", "CUDA": "CUDA max allocated"}
     mem = memory.get(next(iter(kinds)), "") if len(kinds) == 1 else "CUDA max allocated on a GPU, else peak RSS"
-    return (
-        f"hard+ EX: EX on the {n} questions of Spider's hard and extra levels; exec: executable SQL; peak MB: "
+    notes = ""
+    base = _baseline_name(records)
+    if base is not None:
+        from nl2sql_align.stats import ALPHA, BOOTSTRAP_RESAMPLES
+
+        notes = (
+            f"CI: 95% percentile bootstrap over the questions ({BOOTSTRAP_RESAMPLES} resamples, fixed seed); "
+            f"Δ: EX points minus {base}'s on the same questions, CI from a paired bootstrap; p: exact McNemar test "
+            f"on the questions exactly one of the two gets right; better / worse: p < {ALPHA:g}, else no "
+            "detectable difference; "
+        )
+    return notes + (
+        f"hard+ EX: EX on the {n} questions of Spider's hard and extra levels; exec: executable SQL; peak mem: "
         f"{mem}; train s, steps, s/step, tok/s (tokens per second): from each run's train_end row"
     )
 
 
 def result_tables(recs: list[dict[str, Any]]) -> list[str]:
     """The comparison table and the EX-per-level table, as markdown lines (report.md, the README's demo)."""
+    cols = columns(recs)
     lines = [
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|",
+        "| " + " | ".join(cols) + " |",
+        "|" + "|".join("---" if i < 2 or c.startswith("vs ") else "---:" for i, c in enumerate(cols)) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(recs)]
     lines += ["", table_notes(recs) + "."]
@@ -212,7 +344,9 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         "",
         f"Execution accuracy ({summary['metric']} semantics, greedy) on {summary['n']} examples of "
         f"`{summary['data']}`; each run is prompted with its own recipe's [data] settings. Training cost is read "
-        "from each run's `metrics.jsonl` (`train_end` row), as measured where the run trained.",
+        "from each run's `metrics.jsonl` (`train_end` row), as measured where the run trained. Runs are listed "
+        "in the order given, not ranked: a difference counts only where the test below the table finds one "
+        f"(with {summary['n']} questions, one question is {100 / max(1, summary['n']):.2f} EX points).",
         "",
         *result_tables(recs),
         "",
@@ -258,23 +392,71 @@ def pipeline_lines(pipe: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def print_table(summary: dict[str, Any]) -> None:
-    from rich.console import Console
+def terminal_tables(summary: dict[str, Any]) -> list:
+    """The terminal's two rich tables, narrow enough for 80 columns without cutting a name or a number: names
+    and figures never wrap; headers, bracketed intervals and the verdict wrap at spaces instead. First EX with
+    its interval and the test against the baseline; then the stage, complex-question EX, executable rate and
+    training cost. report.md has all of it in one table."""
     from rich.table import Table
 
-    table = Table(title=f"Compare on {summary['data']} (n={summary['n']}, {summary['metric']})")
-    for i, col in enumerate(COLUMNS):
-        table.add_column(col, justify="left" if i < 2 else "right")
-    for row in table_rows(summary["runs"]):
-        table.add_row(*row)
+    recs = summary["runs"]
+    mixed = len(_memory_kinds(recs)) > 1
+    base = _baseline_name(recs) or "baseline"
+
+    def table(title: str, cols: list[tuple[str, str, bool]]) -> Table:
+        t = Table(title=title, show_edge=False, pad_edge=False)
+        for col, justify, wrap in cols:
+            # A wrapping column keeps its longest word whole ("detectable", "[-26.7,").
+            width = 10 if col == "verdict" else None
+            t.add_column(col, justify=justify, no_wrap=not wrap, min_width=width)  # type: ignore[arg-type]
+        return t
+
+    acc = table(
+        f"Compare on {summary['data']} (n={summary['n']}, {summary['metric']}); Δ, p, verdict: against {base}",
+        [
+            ("run", "left", False),
+            ("EX %", "right", False),
+            ("95% CI", "right", True),
+            ("Δ EX", "right", False),
+            ("Δ 95% CI", "right", True),
+            ("p", "right", False),
+            ("verdict", "left", True),
+        ],
+    )
+    cost = table(
+        "Stage, complex questions, executable SQL, training cost",
+        [
+            ("run", "left", False),
+            ("stage", "left", False),
+            ("hard+ EX %", "right", True),
+            ("exec %", "right", True),
+            ("train s", "right", True),
+            ("s/step", "right", False),
+            ("peak mem", "right", True),
+            ("tok/s", "right", False),
+        ],
+    )
+    for r in recs:
+        ex, ci, diff, diff_ci, p, word = accuracy_cells(r)
+        acc.add_row(r["name"], ex, ci, diff, diff_ci, p, word)
+        train, _, per_step, mem, tps = cost_cells(r, mixed)
+        cost.add_row(r["name"], r["stage"], _fmt(r["ex_complex"]), _fmt(r["executable"]), train, per_step, mem, tps)
     m = summary["machine"]
-    table.caption = f"{table_notes(summary['runs'])}\n{m['platform']}, {m['cpus']} CPUs, {m['gpu']}"
+    cost.caption = f"{table_notes(recs)}\n{m['platform']}, {m['cpus']} CPUs, {m['gpu']}"
     pipe = summary.get("pipeline")
     if pipe:
-        table.caption += (
+        cost.caption += (
             f"\npipeline {pipe['total_seconds']:.0f} s: {step_times(pipe)}, compare {pipe['compare_seconds']:.0f} s"
         )
-    Console().print(table)
+    return [acc, cost]
+
+
+def print_table(summary: dict[str, Any], console=None) -> None:
+    from rich.console import Console
+
+    console = console or Console()
+    for table in terminal_tables(summary):
+        console.print(table)
 
 
 def compare_runs(
@@ -288,11 +470,13 @@ def compare_runs(
     command: str = "nl2sql-align compare",
     names: list[str] | None = None,
     overwrite: bool = False,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
-    """Score each run on `data` and write the report under `report` (write_comparison); returns the summary."""
+    """Score each run on `data` and write the report under `report` (write_comparison); returns the summary.
+    `baseline`: the name of the run the others are tested against (default: the first sft run, else the first)."""
     refuse_existing(report, overwrite, "--report")
     summary, runs = score_runs(
-        paths, data, report, limit=limit, metric=metric, db_dir=db_dir, command=command, names=names
+        paths, data, report, limit=limit, metric=metric, db_dir=db_dir, command=command, names=names, baseline=baseline
     )
     write_comparison(summary, runs, report)
     return summary
@@ -323,15 +507,18 @@ def score_runs(
     db_dir: str | None = None,
     command: str = "nl2sql-align compare",
     names: list[str] | None = None,
+    baseline: str | None = None,
 ) -> tuple[dict[str, Any], list[Run]]:
     """Evaluate each run on `data` (each run's per-example report under report/runs/<name>/) with the one
-    `evaluate`; returns the summary and the runs, for write_comparison."""
+    `evaluate`, then test each against the baseline run on the same questions (`add_paired_stats`; `baseline`
+    names it, default the first sft run, else the first); returns the summary and the runs, for write_comparison."""
     if metric not in (None, "spider", "bird"):
         raise UserError(f"--metric {metric!r}: choose spider or bird")
     if not paths:
         raise UserError("--runs: give at least one output folder")
     names = names or run_names(paths)
     runs = [load_run(p, n) for p, n in zip(paths, names, strict=True)]  # all checked before any model loads
+    base = pick_baseline(names, [r.stage for r in runs], baseline)
     recipes, metric = run_recipes(runs, metric)
     examples = load_examples(data, db_dir=db_dir, limit=limit)
     records = []
@@ -348,7 +535,9 @@ def score_runs(
             )
         finally:
             generator.close()  # one model in memory at a time
+        run.correct = correct_vector(out_dir)
         records.append(run_record(run, summary, out_dir))
+    add_paired_stats(records, [r.correct for r in runs], base)
     summary = {
         "data": data,
         "limit": limit,
@@ -356,6 +545,8 @@ def score_runs(
         "n": records[0]["n"],
         "command": command,
         "machine": machine(),
+        "baseline": records[base]["name"],
+        "stats": stats_settings(),
         "runs": records,
     }
     return summary, runs
@@ -392,9 +583,11 @@ def compare_command(
     overwrite: bool,
     reuse: bool,
     resume: bool,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """`nl2sql-align compare`: --runs DIR... scores trained outputs; --recipe PIPELINE trains, then compares
-    (options given on the command line override the pipeline's [compare]). The summary gains `report`."""
+    (options given on the command line override the pipeline's [compare]); `baseline` (--baseline NAME) names the
+    run the others are tested against. The summary gains `report`."""
     from nl2sql_align.pipeline import run_pipeline
     from nl2sql_align.stages.runner import resolved_command
 
@@ -407,7 +600,7 @@ def compare_command(
     if recipe is not None:
         if extra:
             raise UserError(f"compare --recipe: unexpected argument(s) {' '.join(extra)}")
-        flags = {"data": data, "limit": limit, "metric": metric, "db_dir": db_dir}
+        flags = {"data": data, "limit": limit, "metric": metric, "db_dir": db_dir, "baseline": baseline}
         sets = [*(overrides or []), *(f"compare.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
         summary = run_pipeline(
             recipe, sets, report=report, overwrite=overwrite, reuse=reuse, resume=resume, command=resolved_command()
@@ -427,5 +620,6 @@ def compare_command(
         db_dir=db_dir,
         command=resolved_command(),
         overwrite=overwrite,
+        baseline=baseline,
     )
     return {**summary, "report": str(report)}

@@ -235,13 +235,36 @@ def _level_order(level: str) -> tuple[int, str]:
     return (known.index(level), "") if level in known else (len(known) + (level == UNKNOWN), level)
 
 
+def add_sample_counts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set "samples_correct" (how many of the row's sampled candidates the verdict counts correct) on each row
+    that has candidates (eval with [eval] samples); returns the same rows."""
+    for r in rows:
+        if "candidates" in r:
+            r["samples_correct"] = sum(bool(c["correct"]) for c in r["candidates"])
+    return rows
+
+
+def pass_at_k_by_k(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """{"1": pass@1, "2": pass@2, ...} in percent (`stats.pass_k_values` of the sample count), averaged over the
+    rows, from each row's candidates; {} when a row has no candidates."""
+    from nl2sql_align.stats import mean_pass_at_k, pass_k_values
+
+    if not rows or any(not r.get("candidates") for r in rows):
+        return {}
+    counts = [(len(r["candidates"]), sum(bool(c["correct"]) for c in r["candidates"])) for r in rows]
+    n = min(n for n, _ in counts)
+    return {str(k): round(100.0 * mean_pass_at_k(counts, k), 2) for k in pass_k_values(n)}
+
+
 def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """EX and executable rate (percent) overall, per level ("ex_by_hardness"), for the complex Spider levels
-    hard + extra together ("ex_complex", when there are any) and per database ("ex_by_db"). Fills in each
-    row's "level" (`add_levels`)."""
+    hard + extra together ("ex_complex", when there are any) and per database ("ex_by_db"). With sampled
+    candidates (eval samples), each group also has the voted EX ("ex_voted", maj@N) and "pass_at_k" ({k: percent},
+    `pass_at_k_by_k`). Fills in each row's "level" (`add_levels`) and "samples_correct" (`add_sample_counts`)."""
     from nl2sql_align.sql.hardness import COMPLEX_LEVELS
 
     add_levels(rows)
+    add_sample_counts(rows)
     n = len(rows)
 
     def pct(xs) -> float:
@@ -249,11 +272,15 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         return round(100.0 * sum(xs) / len(xs), 2) if xs else 0.0
 
     voted = bool(rows) and all("voted_correct" in r for r in rows)
+    overall_pass = pass_at_k_by_k(rows)
+    sampled = bool(overall_pass)
 
     def group(rs: list[dict[str, Any]]) -> dict[str, Any]:
         g = {"n": len(rs), "ex": pct(r["correct"] for r in rs), "executable": pct(r["executable"] for r in rs)}
         if voted:
             g["ex_voted"] = pct(r["voted_correct"] for r in rs)
+        if sampled:
+            g["pass_at_k"] = pass_at_k_by_k(rs)
         return g
 
     out: dict[str, Any] = {
@@ -264,6 +291,8 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     }
     if voted:
         out["ex_voted"] = pct(r["voted_correct"] for r in rows)
+    if sampled:
+        out["pass_at_k"] = overall_pass
     by_level: dict[str, list] = defaultdict(list)
     by_db: dict[str, list] = defaultdict(list)
     for r in rows:
@@ -281,10 +310,12 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
 
 
 def write_report(rows: list[dict[str, Any]], summary: dict[str, Any], report_dir: Path) -> None:
-    """per_example.jsonl (each row with its level), summary.json, ex.png (EX per level) and ex_by_db.png."""
-    from nl2sql_align.plots import plot_ex_by_level, plot_ex_comparison
+    """per_example.jsonl (each row with its level, and with samples its "samples_correct"), summary.json, ex.png
+    (EX per level), ex_by_db.png, and with samples pass_at_k.png (pass@k against greedy EX and maj@N)."""
+    from nl2sql_align.plots import plot_ex_by_level, plot_ex_comparison, plot_pass_at_k
 
     add_levels(rows)
+    add_sample_counts(rows)
     report_dir.mkdir(parents=True, exist_ok=True)
     with (report_dir / "per_example.jsonl").open("w", encoding="utf-8") as f:
         for r in rows:
@@ -299,25 +330,29 @@ def write_report(rows: list[dict[str, Any]], summary: dict[str, Any], report_dir
             report_dir / "ex_by_db.png",
             f"EX ({summary['metric']}) per database, n={summary['n']}",
         )
+    if summary.get("pass_at_k"):
+        plot_pass_at_k(summary, report_dir / "pass_at_k.png")
 
 
 def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") -> None:
-    """Two tables: EX per level (with hard + extra as "complex"), then EX per database."""
+    """Two tables: EX per level (with hard + extra as "complex"), then EX per database. With samples, greedy
+    EX, maj@N (the voted EX) and pass@k side by side."""
     from rich.console import Console
     from rich.table import Table
 
     voted = "ex_voted" in summary
+    samples = summary.get("samples", "?")
+    ks = list(summary.get("pass_at_k") or {})
 
     def new_table(title: str, first: str) -> Table:
         table = Table(title=title)
-        table.add_column(first)
-        cols = (
-            ("n", "EX %", f"voted EX % ({summary.get('samples', '?')} samples)", "executable %")
-            if voted
-            else ("n", "EX %", "executable %")
-        )
+        table.add_column(first, overflow="fold")
+        # Short headers with samples (percent said in the caption), so the pass@k columns fit 80 columns.
+        cols = ["n", "EX %", "executable %"]
+        if voted or ks:
+            cols = ["n", "EX", *([f"maj@{samples}"] if voted else []), *(f"pass@{k}" for k in ks), "exec"]
         for col in cols:
-            table.add_column(col, justify="right")
+            table.add_column(col, justify="right", overflow="fold")
         return table
 
     def add(table: Table, name: str, g: dict[str, Any], style: str | None = None) -> None:
@@ -325,6 +360,8 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
         cells = [str(g["n"]), f"{g['ex']:.1f}"]
         if voted:
             cells.append(f"{g['ex_voted']:.1f}" if "ex_voted" in g else "")
+        pass_at = g.get("pass_at_k") or {}
+        cells += [f"{pass_at[k]:.1f}" if k in pass_at else "" for k in ks]
         table.add_row(name, *cells, executable, style=style)
 
     console = Console()
@@ -335,11 +372,15 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
     if "ex_complex" in summary:
         add(levels, "complex (hard+extra)", summary["ex_complex"], style="italic")
     levels.caption = f"metric: {summary['metric']}"
+    if voted or ks:
+        levels.caption += "; all figures in percent; exec: executable"
     if voted:
         levels.caption += (
-            f"; EX: greedy; voted EX: majority of {summary.get('samples')} samples at temperature "
+            f"; EX: greedy; maj@{samples}: the voted EX, the majority of {samples} samples at temperature "
             f"{summary.get('temperature')} by execution result"
         )
+    if ks:
+        levels.caption += f"; pass@k: unbiased estimate (Chen et al. 2021) from the {samples} samples"
     console.print(levels)
     if summary.get("ex_by_db"):
         dbs = new_table("EX per database", "database")

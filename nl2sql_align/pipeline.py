@@ -58,6 +58,7 @@ class ComparePlanSection:
     limit: int | None = None
     metric: Literal["spider", "bird"] = "spider"
     db_dir: str | None = None
+    baseline: str | None = None  # the step the others are tested against (default: the first sft step)
 
 
 @dataclass
@@ -169,6 +170,11 @@ def load_pipeline(path: Path, overrides: list[str] | None = None) -> PipelineRec
     if not any(_is_compared(s) for s in pipe.steps):
         raise RecipeError(
             f"{path}: no step trains a policy to compare (an sft, dpo, ppo or grpo step without compare = false)"
+        )
+    compared = [s.name for s in pipe.steps if _is_compared(s)]
+    if pipe.compare.baseline is not None and pipe.compare.baseline not in compared:
+        raise RecipeError(
+            f"{path}: [compare] baseline = {pipe.compare.baseline!r} is not a compared step ({', '.join(compared)})"
         )
     return pipe
 
@@ -430,6 +436,7 @@ def run_pipeline(
         db_dir=c.db_dir,
         command=command,
         names=[s.name for s in compared],
+        baseline=c.baseline,
     )
     summary["pipeline"] = {
         "recipe": str(path),

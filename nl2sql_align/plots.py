@@ -297,12 +297,44 @@ def plot_ex_by_level(summary: dict, path: Path, title: str | None = None) -> Pat
         return _save(fig, path)
 
 
+def plot_pass_at_k(summary: dict, path: Path, title: str | None = None) -> Path:
+    """pass@k against k (log2 axis) from an eval summary with samples (`evaluate.summarize`), with greedy EX and
+    maj@N (the voted EX) as horizontal reference lines: the gap between the greedy line and the curve is the
+    headroom that sampling shows."""
+    curve = summary["pass_at_k"]
+    ks = [int(k) for k in curve]
+    n = summary.get("samples") or ks[-1]
+    title = title or f"pass@k ({summary['metric']}), {n} samples, n={summary['n']} questions"
+    with _figure(title) as plt:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(ks, [curve[str(k)] for k in ks], marker="o", color="#4c72b0", label="pass@k")
+        for k in ks:
+            ax.annotate(
+                f"{curve[str(k)]:.1f}", (k, curve[str(k)]), textcoords="offset points", xytext=(0, 6), ha="center"
+            )
+        ax.axhline(summary["ex"], color="#55a868", linestyle="--", label=f"greedy EX {summary['ex']:.1f}")
+        if "ex_voted" in summary:
+            ax.axhline(summary["ex_voted"], color="#dd8452", linestyle=":", label=f"maj@{n} {summary['ex_voted']:.1f}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_ylim(0, 112)  # room for the label above a point at 100
+        ax.set_xlabel("k (samples)")
+        ax.set_ylabel("execution accuracy (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        return _save(fig, path)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # `compare --runs`: several runs side by side (records as written by nl2sql_align.compare.run_record)
 
 
 def plot_compare_ex(records: list[dict], path: Path, title: str) -> Path:
-    """Grouped bars: for each run, EX overall and per hardness level."""
+    """Grouped bars: for each run, EX overall (with its 95% bootstrap interval when the record has one) and per
+    hardness level."""
     levels = ["all", *dict.fromkeys(k for r in records for k in r.get("ex_by_hardness", {}))]
     names = [f"{r['name']} ({r['stage']})" for r in records]
     width = 0.8 / max(1, len(records))
@@ -313,6 +345,10 @@ def plot_compare_ex(records: list[dict], path: Path, title: str) -> Path:
             xs = [j + (i - (len(records) - 1) / 2) * width for j in range(len(levels))]
             bars = ax.bar(xs, values, width=width, label=name)
             ax.bar_label(bars, fmt="%.0f", fontsize=7)
+            if r.get("ex_ci"):  # the overall EX's 95% bootstrap interval (compare.add_paired_stats)
+                lo, hi = r["ex_ci"]
+                yerr = [[max(0.0, r["ex"] - lo)], [max(0.0, hi - r["ex"])]]
+                ax.errorbar([xs[0]], [r["ex"]], yerr=yerr, fmt="none", ecolor="black", capsize=3, linewidth=1)
         ax.set_xticks(range(len(levels)), levels)
         ax.set_ylim(0, 110)
         ax.set_ylabel("execution accuracy (%)")

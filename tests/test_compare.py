@@ -92,6 +92,20 @@ def test_compare_reports_eval_and_training_cost(two_runs, tmp_path: Path):
         assert run["peak_memory_mb"] == end.get("cuda_max_allocated_mb", end["peak_rss_mb"])
         assert f"| {run['name']} | sft | {run['ex']:.1f} |" in report
     assert [r["steps"] for r in summary["runs"]] == [2, 3]
+    # Error bars and the test against the baseline (the first sft run: a), from the runs' own verdicts.
+    assert summary["baseline"] == "a" and summary["stats"]["bootstrap_resamples"] == 2000
+    verdicts = [[json.loads(line)["correct"] for line in (out / "runs" / n / "per_example.jsonl").open()] for n in "ab"]
+    for run, vec in zip(summary["runs"], verdicts, strict=True):
+        assert run["ex"] == round(100.0 * sum(vec) / len(vec), 2)
+        lo, hi = run["ex_ci"]
+        assert lo <= run["ex"] <= hi
+        assert run["vs_baseline"]["baseline"] == "a"
+    assert summary["runs"][0]["vs_baseline"]["verdict"] == "baseline"
+    vs = summary["runs"][1]["vs_baseline"]
+    assert vs["wins"] == sum(b and not a for a, b in zip(*verdicts, strict=True))
+    assert vs["losses"] == sum(a and not b for a, b in zip(*verdicts, strict=True))
+    assert vs["verdict"] in ("better", "worse", "no detectable difference")
+    assert f"| {vs['verdict']} |" in report and "McNemar p" in report
     assert "compare --runs" in summary["command"] and summary["command"] in report
     assert summary["machine"]["cpus"] and summary["machine"]["gpu"] in report
     assert "EX %" in p.stdout and "s/step" in p.stdout  # the terminal table
@@ -182,7 +196,17 @@ def test_compare_executes_each_query_once_across_runs(two_runs, tmp_path: Path, 
         return real(self, jobs, *args, **kwargs)
 
     monkeypatch.setattr(SQLExecutor, "execute_many", spy)
-    summary = compare_runs(list(two_runs), "demo:dev", tmp_path / "cmp", limit=8)
+    summary = compare_runs(list(two_runs), "demo:dev", tmp_path / "cmp", limit=8, baseline="b")
+    assert summary["baseline"] == "b" and summary["runs"][1]["vs_baseline"]["verdict"] == "baseline"
     # Both runs are scored against the same 8 gold queries, so without the shared results they would run twice.
     assert seen and max(seen.values()) == 1, [j[1] for j, n in seen.items() if n > 1]
     assert [r["n"] for r in summary["runs"]] == [8, 8]
+
+
+def test_compare_names_an_unknown_baseline_before_any_model_loads(two_runs, tmp_path: Path, monkeypatch):
+    from nl2sql_align import compare
+    from nl2sql_align.errors import UserError
+
+    monkeypatch.setattr(compare, "load_generator", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(UserError, match="--baseline 'nope'.*a, b"):
+        compare.compare_runs(list(two_runs), "demo:dev", tmp_path / "cmp", limit=2, baseline="nope")

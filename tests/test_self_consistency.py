@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from math import comb
 from pathlib import Path
+
+import pytest
 
 from nl2sql_align.evaluate import result_groups, vote
 from nl2sql_align.sql import ExecResult
@@ -80,7 +83,7 @@ def test_eval_samples_reports_greedy_and_voted(tiny_model_dir: Path, tmp_path: P
         "--set",
         "eval.max_new_tokens=16",
     )
-    assert "voted EX" in out.stdout
+    assert "maj@4" in out.stdout and "pass@4" in out.stdout  # greedy EX, voted EX (maj@4) and pass@k
     summary = json.loads((report / "summary.json").read_text())
     assert {"ex", "ex_voted", "executable"} <= set(summary)
     assert summary["samples"] == 4 and summary["temperature"] == 1.0 and summary["n"] == 6
@@ -104,6 +107,12 @@ def test_eval_samples_reports_greedy_and_voted(tiny_model_dir: Path, tmp_path: P
     voted = round(100.0 * sum(r["voted_correct"] for r in rows) / len(rows), 2)
     greedy = round(100.0 * sum(r["correct"] for r in rows) / len(rows), 2)
     assert summary["ex_voted"] == voted and summary["ex"] == greedy
+    # pass@k from the candidates' own verdicts: 1 - C(n-c, k) / C(n, k), averaged over questions.
+    counts = [sum(c["correct"] for c in r["candidates"]) for r in rows]
+    assert [r["samples_correct"] for r in rows] == counts
+    expected = {str(k): 100 * sum(1 - comb(4 - c, k) / comb(4, k) for c in counts) / 6 for k in (1, 2, 4)}
+    assert summary["pass_at_k"] == pytest.approx(expected, abs=0.006)  # rounded to 2 decimals
+    assert (report / "pass_at_k.png").is_file()
 
 
 def test_samples_need_a_model_and_a_temperature(tmp_path: Path):
