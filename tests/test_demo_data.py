@@ -54,7 +54,7 @@ def test_build_layout(built):
     root, _ = built
     assert (root / ".complete").read_text(encoding="utf-8").strip() == DEMO_VERSION
     assert sorted(p.name for p in (root / "databases").iterdir()) == sorted(f"{d}.duckdb" for d in demo.DB_IDS)
-    for split in ("train", "dev"):
+    for split in demo.SPLITS:
         lines = (root / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
         for line in lines:
             assert list(json.loads(line)) == ["id", "db", "question", "sql", "hardness"]
@@ -67,7 +67,7 @@ def test_build_layout(built):
 
 def test_builds_are_identical(built, examples):
     a, b = built
-    for split in ("train", "dev"):
+    for split in demo.SPLITS:
         assert (a / f"{split}.jsonl").read_bytes() == (b / f"{split}.jsonl").read_bytes()
         # The in-memory records are exactly what was written, in the same order.
         assert _read_jsonl(a / f"{split}.jsonl") == examples[split]
@@ -86,7 +86,7 @@ def test_every_gold_query_is_usable_and_deterministic(built, examples):
     for db_id in demo.DB_IDS:
         con_a, con_b = _connect(a, db_id), _connect(b, db_id)
         try:
-            for split in ("train", "dev"):
+            for split in demo.SPLITS:
                 for ex in (e for e in examples[split] if e["db"] == db_id):
                     rows = con_a.execute(ex["sql"]).fetchall()
                     assert rows, ex
@@ -126,7 +126,8 @@ def test_split_sizes_ids_and_labels(examples):
     assert len(ids) == len(set(ids))
     for split, recs in examples.items():
         for e in recs:
-            assert re.fullmatch(rf"{e['db']}-{split}-\d{{4}}", e["id"]), e
+            kind = "-(new_values|new_combination|value_variant)" if split == "test" else ""
+            assert re.fullmatch(rf"{e['db']}-{split}-\d{{4}}{kind}", e["id"]), e
             assert e["hardness"] in demo.HARDNESS_LEVELS, e
     assert len({e["db"] for e in train}) >= 3 and {e["db"] for e in dev} == {e["db"] for e in train}
     for db_id in demo.DB_IDS:
@@ -157,7 +158,7 @@ def test_dev_templates_are_well_covered_in_train():
         if i.slots:  # dev uses slot values that train never uses with this template
             assert i.slots not in train_fills[i.template], i
             assert len(train_fills[i.template]) >= 3, i.template
-    templated = {i.template for i in instances}
+    templated = {i.template for i in instances if i.split in ("train", "dev")}
     assert sum(demo._TEMPLATES[d].__len__() for d in demo.DB_IDS) == len(templated)
 
 
@@ -289,3 +290,41 @@ def test_demo_dir_uses_the_cache_env(tmp_path, monkeypatch):
     assert (root / ".complete").is_file() and (root / "databases" / "shop.duckdb").is_file()
     assert demo_dir() == root
     assert os.listdir(tmp_path / "cache") == [f"demo-{DEMO_VERSION}"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The test split: reported on, never tuned on
+
+
+def _skeleton(sql: str) -> str:
+    """The SQL with its literal values masked: the shape a template gives."""
+    return re.sub(r"'[^']*'|\b\d+(\.\d+)?\b", "?", sql)
+
+
+def test_test_split_is_disjoint_and_measures_generalisation(examples):
+    train, dev, test = examples["train"], examples["dev"], examples["test"]
+    seen_questions = {e["question"] for e in train + dev}
+    seen_sql = {e["sql"] for e in train + dev}
+    assert len(test) >= 130 and {e["db"] for e in test} == set(demo.DB_IDS)
+    assert not {e["question"] for e in test} & seen_questions
+    kinds = Counter(e["id"].rsplit("-", 1)[1] for e in test)
+    assert kinds["new_values"] >= 30 and kinds["new_combination"] >= 60 and kinds["value_variant"] >= 10
+    train_shapes = {_skeleton(e["sql"]) for e in train}
+    for e in test:
+        kind = e["id"].rsplit("-", 1)[1]
+        if kind == "new_values":  # a seen template, with values train and dev never used with it
+            assert e["sql"] not in seen_sql and _skeleton(e["sql"]) in train_shapes, e
+        elif kind == "new_combination":  # filters train never shows together
+            assert _skeleton(e["sql"]) not in train_shapes, e
+        else:  # the question's value differs from the database's (and the gold SQL's) only in case
+            literal = re.search(r"= '([^']+)'", e["sql"]).group(1)
+            assert literal not in e["question"] and literal.lower() in e["question"], e
+
+
+def test_adding_the_test_split_left_train_and_dev_as_they_were(examples):
+    # Train and dev draw from their own random streams; a digest of the version-3 splits pins them, so the
+    # README's trained numbers stay comparable across the change.
+    import hashlib
+
+    digest = {s: hashlib.sha256(json.dumps(examples[s]).encode()).hexdigest()[:12] for s in ("train", "dev")}
+    assert digest == {"train": "f7fa4477cea0", "dev": "1653f41686d8"}

@@ -37,9 +37,11 @@ from functools import cache, lru_cache
 from pathlib import Path
 from random import Random
 
-DEMO_VERSION = "3"  # bump whenever rows, templates or splitting change: it is part of the cache dir name
+DEMO_VERSION = "4"  # bump whenever rows, templates or splitting change: it is part of the cache dir name
 DB_IDS: tuple[str, ...] = ("shop", "school", "flights")
 HARDNESS_LEVELS: tuple[str, ...] = ("easy", "medium", "hard", "extra")
+# train to learn from, dev to tune on, test to report (never tuned on; see `_test_instances`)
+SPLITS: tuple[str, ...] = ("train", "dev", "test")
 
 _SEED = 20240611
 _DEV_TARGET = 150  # dev examples: one per template, plus a second for a seeded draw of templates
@@ -48,6 +50,10 @@ _DEV_TARGET = 150  # dev examples: one per template, plus a second for a seeded 
 # are new for the template) then fails. Measured: 11 fillings/template gave 3% dev EX after 12 epochs.
 _TRAIN_PER_TEMPLATE = 60  # train questions per template (fewer where the template has fewer fillings)
 _MAX_FILLINGS = 80  # distinct slot fillings looked for per template (dev's plus enough for train)
+_TEST_NEW_VALUES = 3  # test questions per seen template, from fillings train and dev never used
+_TEST_PER_COMBINATION = 10  # test questions per test-only template
+_TEST_VARIANTS_PER_COMBINATION = 2  # of those, how many also get a lower-cased "value_variant" copy
+_VARIANT_SLOTS = ("city", "category", "country", "major", "department")  # string values a user may mistype
 
 # --------------------------------------------------------------------------------------------------------
 # Schemas. Primary and foreign keys are declared because the prompt's schema text shows them and joins are
@@ -674,6 +680,50 @@ _TEMPLATES: dict[str, tuple[_Template, ...]] = {
     "flights": _FLIGHTS_TEMPLATES,
 }
 
+# Test-only templates: each joins two filters that train shows in other templates but never together, so the
+# test split measures composition and not only copying new values into a seen question.
+# fmt: off
+_TEST_TEMPLATES: dict[str, tuple[_Template, ...]] = {
+    "shop": (
+        _t("customers_city_younger", "city age", "SELECT name FROM customers WHERE city = '{city}' AND age < {age}",
+           "Which customers from {city} are younger than {age}?",
+           "List the customers living in {city} who are under {age} years old."),
+        _t("category_above_price", "category price",
+           "SELECT name FROM products WHERE category = '{category}' AND price > {price}",
+           "Which {category} products cost more than {price}?",
+           "List the products in category {category} priced above {price}."),
+        _t("customers_city_prefix", "city prefix",
+           "SELECT name FROM customers WHERE city = '{city}' AND name LIKE '{prefix}%'",
+           "Which customers from {city} have a name starting with {prefix}?",
+           "List the customers in {city} whose names begin with {prefix}."),
+    ),
+    "school": (
+        _t("major_gpa_above", "major gpa", "SELECT name FROM students WHERE major = '{major}' AND gpa > {gpa}",
+           "Which {major} students have a GPA above {gpa}?",
+           "List the students majoring in {major} with a GPA higher than {gpa}."),
+        _t("department_hired_after", "department year",
+           "SELECT name FROM teachers WHERE department = '{department}' AND hire_year > {year}",
+           "Which teachers in the {department} department were hired after {year}?",
+           "List the {department} teachers hired after {year}."),
+        _t("major_younger", "major hi", "SELECT name FROM students WHERE major = '{major}' AND age < {hi}",
+           "Which {major} students are younger than {hi}?",
+           "List the students majoring in {major} who are under {hi}."),
+    ),
+    "flights": (
+        _t("from_code_cheaper", "code price", "SELECT id FROM flights WHERE origin = '{code}' AND price < {price}",
+           "List the ids of flights from {code} that cost less than {price}.",
+           "Which flights departing from {code} are cheaper than {price}? Give their ids."),
+        _t("longer_and_cheaper", "dist price", "SELECT id FROM flights WHERE distance > {dist} AND price < {price}",
+           "Which flights are longer than {dist} km and cheaper than {price}? Give their ids.",
+           "List the ids of flights with a distance over {dist} and a price under {price}."),
+        _t("airports_country_prefix", "country prefix",
+           "SELECT code FROM airports WHERE country = '{country}' AND city LIKE '{prefix}%'",
+           "Which airports in {country} are in a city starting with {prefix}? Give their codes.",
+           "List the codes of airports in {country} whose city begins with {prefix}."),
+    ),
+}
+# fmt: on
+
 
 # --------------------------------------------------------------------------------------------------------
 # Hardness: Spider-like, computed from the canonical SQL so that the labels are consistent.
@@ -761,8 +811,11 @@ class _Instance:
     slots: tuple[tuple[str, str], ...]
 
 
-def _valid_fillings(tpl: _Template, pools: dict[str, Pool], con, rng: Random) -> list[dict[str, str]]:
-    """Up to `_MAX_FILLINGS` slot fillings, in seeded order, whose gold query has a usable answer."""
+def _valid_fillings(
+    tpl: _Template, pools: dict[str, Pool], con, rng: Random, limit: int = _MAX_FILLINGS
+) -> list[dict[str, str]]:
+    """Up to `limit` slot fillings, in seeded order, whose gold query has a usable answer. The order does not
+    depend on `limit`: a larger one returns the same first fillings and more after them."""
     candidates: list[dict[str, str]] = []
     for combo in itertools.product(*(pools[s] for s in tpl.slots)):
         merged: dict[str, str] = {}
@@ -774,7 +827,7 @@ def _valid_fillings(tpl: _Template, pools: dict[str, Pool], con, rng: Random) ->
     for fill in candidates:
         if _usable(con, tpl.sql.format(**fill)):
             valid.append(fill)
-            if len(valid) >= _MAX_FILLINGS:
+            if len(valid) >= limit:
                 break
     if not valid:
         raise RuntimeError(f"demo template {tpl.key!r} has no filling with a non-empty answer")
@@ -823,19 +876,62 @@ def _instances_for(tpl: _Template, valid: list[dict[str, str]], n_dev: int, rng:
     return out
 
 
+def _test_instances(found, beyond, test_found, counts, extra) -> list[_Instance]:
+    """The test split, in three parts (the `kind` of each record):
+    - "new_values": a seen template with a filling neither train nor dev used (past those train took, or past
+      the _MAX_FILLINGS that train and dev draw from);
+    - "new_combination": the test-only templates above, filters train never shows together;
+    - "value_variant": a copy of a new_values question whose string value is written in lower case ("dublin"),
+      while the data and the gold SQL keep "Dublin": the literal in the question is not the one in the
+      database, which a model can only get right by knowing or looking at the data (the agent issue's case).
+    Its own random stream: train and dev do not depend on it."""
+    rng = Random(f"{_SEED}-test")
+    out: list[_Instance] = []
+
+    def make(db_id: str, tpl: _Template, fill: dict[str, str], kind: str, lower: str | None = None) -> _Instance:
+        words = {k: (v.lower() if k == lower else v) for k, v in fill.items()}
+        words = {k: f"the {v}" if k == "country" and v.startswith("United ") else v for k, v in words.items()}
+        question = tpl.questions[rng.randrange(len(tpl.questions))].format(**words)
+        return _Instance(f"{db_id}.{tpl.key}", f"test:{kind}", question, tpl.sql.format(**fill),
+                         tuple(sorted(fill.items())))  # fmt: skip
+
+    for i, (db_id, tpl, valid) in enumerate(found):
+        unused = valid[counts[i][0] + (i in extra) + _TRAIN_PER_TEMPLATE :] + beyond[(db_id, tpl.key)]
+        for fill in unused[:_TEST_NEW_VALUES]:
+            out.append(make(db_id, tpl, fill, "new_values"))
+            variant = next((k for k in _VARIANT_SLOTS if k in fill and fill[k].lower() != fill[k]), None)
+            if variant is not None:
+                out.append(make(db_id, tpl, fill, "value_variant", lower=variant))
+    for db_id, tpl, valid in test_found:
+        for j, fill in enumerate(valid[:_TEST_PER_COMBINATION]):
+            out.append(make(db_id, tpl, fill, "new_combination"))
+            variant = next((k for k in _VARIANT_SLOTS if k in fill and fill[k].lower() != fill[k]), None)
+            if variant is not None and j < _TEST_VARIANTS_PER_COMBINATION:
+                out.append(make(db_id, tpl, fill, "value_variant", lower=variant))
+    return out
+
+
 @lru_cache(maxsize=1)
 def _generate() -> tuple[_Instance, ...]:
     import duckdb
 
-    # Phase 1: the usable fillings of every template, executed against an in-memory copy of its database.
+    # Phase 1: the usable fillings of every template, executed against an in-memory copy of its database. The
+    # test-only templates draw from their own random stream, so that adding them left train and dev unchanged.
     found: list[tuple[str, _Template, list[dict[str, str]]]] = []
+    test_found: list[tuple[str, _Template, list[dict[str, str]]]] = []
+    beyond: dict[tuple[str, str], list[dict[str, str]]] = {}
     for db_id in DB_IDS:
         rng = Random(f"{_SEED}-{db_id}-fillings")
+        test_rng = Random(f"{_SEED}-{db_id}-test-fillings")
         pools = _POOL_BUILDERS[db_id](_rows(db_id))
         con = duckdb.connect(":memory:")
         try:
             _populate(con, db_id)
-            found += [(db_id, tpl, _valid_fillings(tpl, pools, con, rng)) for tpl in _TEMPLATES[db_id]]
+            for tpl in _TEMPLATES[db_id]:  # train and dev use the first _MAX_FILLINGS, test what lies beyond
+                valid = _valid_fillings(tpl, pools, con, rng, _MAX_FILLINGS + _TEST_NEW_VALUES)
+                found.append((db_id, tpl, valid[:_MAX_FILLINGS]))
+                beyond[(db_id, tpl.key)] = valid[_MAX_FILLINGS:]
+            test_found += [(db_id, t, _valid_fillings(t, pools, con, test_rng)) for t in _TEST_TEMPLATES[db_id]]
         finally:
             con.close()
     # Phase 2: every template gets its base dev share; a seeded draw of templates takes one more until dev
@@ -850,10 +946,12 @@ def _generate() -> tuple[_Instance, ...]:
         n_dev = counts[i][0] + (i in extra)
         for inst in _instances_for(tpl, valid, n_dev, rng):
             out.append(_Instance(f"{db_id}.{inst.template}", inst.split, inst.question, inst.sql, inst.slots))
+    out += _test_instances(found, beyond, test_found, counts, extra)
     # Guard the split invariants globally (two templates could in principle word a question the same way).
     seen: set[str] = set()
     kept: list[_Instance] = []
-    for inst in sorted(out, key=lambda i: i.split != "train"):  # stable: train first, original order kept
+    order = {"train": 0, "dev": 1}
+    for inst in sorted(out, key=lambda i: order.get(i.split, 2)):  # stable: train, dev, test; order kept
         if inst.question not in seen:
             seen.add(inst.question)
             kept.append(inst)
@@ -862,13 +960,14 @@ def _generate() -> tuple[_Instance, ...]:
 
 @lru_cache(maxsize=1)
 def _records() -> dict[str, tuple[dict, ...]]:
-    by_split: dict[str, list[dict]] = {"train": [], "dev": []}
+    by_split: dict[str, list[dict]] = {"train": [], "dev": [], "test": []}
     counters: dict[tuple[str, str], int] = {}
     for inst in _generate():
         db_id = inst.template.split(".", 1)[0]
-        n = counters[(db_id, inst.split)] = counters.get((db_id, inst.split), 0) + 1
-        by_split[inst.split].append({
-            "id": f"{db_id}-{inst.split}-{n:04d}",
+        split, _, kind = inst.split.partition(":")
+        n = counters[(db_id, split)] = counters.get((db_id, split), 0) + 1
+        by_split[split].append({
+            "id": f"{db_id}-{split}-{n:04d}" + (f"-{kind}" if kind else ""),
             "db": db_id,
             "question": inst.question,
             "sql": inst.sql,
@@ -880,7 +979,8 @@ def _records() -> dict[str, tuple[dict, ...]]:
 
 
 def demo_examples() -> dict[str, list[dict]]:
-    """The demo records in memory ({"train": [...], "dev": [...]}), without touching disk. Fresh copies."""
+    """The demo records in memory ({"train": [...], "dev": [...], "test": [...]}), without touching disk. Fresh
+    copies. A test record's id ends in its kind (see `_test_instances`)."""
     return {split: copy.deepcopy(list(recs)) for split, recs in _records().items()}
 
 
@@ -906,7 +1006,7 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 
 def build_demo(root: Path) -> Path:
     """Build (idempotently: skip if root/'.complete' exists with the same DEMO_VERSION) into root:
-    root/databases/<db_id>.duckdb, root/train.jsonl, root/dev.jsonl, then root/.complete.
+    root/databases/<db_id>.duckdb, root/train.jsonl, root/dev.jsonl, root/test.jsonl, then root/.complete.
 
     The build goes to a temporary directory next to root that is renamed into place at the end, so a crash
     never leaves half a build and two processes building at once both end up with one complete copy."""
@@ -929,7 +1029,7 @@ def build_demo(root: Path) -> Path:
             finally:
                 con.close()
         examples = demo_examples()
-        for split in ("train", "dev"):
+        for split in SPLITS:
             _write_jsonl(tmp / f"{split}.jsonl", examples[split])
         (tmp / _MARKER).write_text(DEMO_VERSION + "\n", encoding="utf-8")
         _install(tmp, root)

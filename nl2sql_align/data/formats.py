@@ -471,10 +471,10 @@ def _benchmark_examples(
 
 
 def _load_demo(split: str) -> list[Example]:
-    from nl2sql_align.data.demo import demo_dir
+    from nl2sql_align.data.demo import SPLITS, demo_dir
 
-    if split not in ("train", "dev"):
-        raise DataError(f"demo:{split}: the demo has the splits 'train' and 'dev'")
+    if split not in SPLITS:
+        raise DataError(f"demo:{split}: the demo has the splits {', '.join(map(repr, SPLITS))}")
     root = demo_dir()
     path = root / f"{split}.jsonl"
     records = ((f"{path}:{lineno}", rec) for lineno, rec in _iter_jsonl(path))
