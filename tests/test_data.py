@@ -155,8 +155,8 @@ def test_bird_sample_without_databases_is_a_clear_error():
 def test_unknown_specs_are_errors(tmp_path: Path):
     with pytest.raises(DataError, match="data not found"):
         load_examples(str(tmp_path / "missing.jsonl"))
-    with pytest.raises(DataError, match="demo has the splits"):
-        load_examples("demo:test")
+    with pytest.raises(DataError, match="demo has the splits 'train', 'dev', 'test'"):
+        load_examples("demo:validation")
     with pytest.raises(DataError, match="dev.json not found"):
         load_examples(f"spider:{tmp_path}")
 

@@ -7,6 +7,8 @@ Spec strings (the `data.train` / `data.eval` recipe keys and the `--data` option
     spider:DIR/train_spider.json   another split file of the same layout
     bird:DIR                       BIRD layout: DIR/dev.json, DIR/dev_databases/<db_id>/<db_id>.sqlite
     bird:DIR/train.json            another split; databases in the sibling <stem>_databases/
+    (data.postgres)                with a postgresql:// URI template holding {db_id}, every db_id names a
+                                   PostgreSQL database instead of a file; a record's "db" may be a URI too
     PATH.jsonl | PATH.json         one object per line (.jsonl) or a JSON list (.json) of records in one of:
       native                       {"question", "sql", "db", optional "evidence", "id", "db_dir"}
       alpaca (LLaMA-Factory)       {"instruction", "input"?, "output", "system"?, <data.db_field>?}
@@ -31,6 +33,7 @@ import dataclasses
 import json
 import logging
 import re
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +42,7 @@ from typing import Any
 from nl2sql_align.data.example import Example
 from nl2sql_align.errors import DataError
 from nl2sql_align.sql import Database
+from nl2sql_align.sql.backends import is_dsn
 from nl2sql_align.stdio import STDIN_NAME, is_stdio, read_stdin
 
 log = logging.getLogger(__name__)
@@ -55,17 +59,24 @@ def load_examples(
     db: str | Path | None = None,
     db_field: str = "db_id",
     limit: int | None = None,
+    postgres: str | None = None,
 ) -> list[Example]:
-    """Load examples from a data spec (see the module docstring). Errors name the file and line."""
+    """Load examples from a data spec (see the module docstring). Errors name the file and line. `postgres`: a
+    postgresql:// URI template with {db_id}; db_ids then name PostgreSQL databases (data.postgres)."""
+    if postgres is not None and (not is_dsn(postgres) or "{db_id}" not in postgres):
+        raise DataError(
+            f"data.postgres = {postgres!r}: expected a postgresql:// URI with {{db_id}} where the database name goes, "
+            "e.g. postgresql://reader@/{db_id}?host=/run/postgresql"
+        )
     if not spec:
         raise DataError("no data given: set data.train (or pass --data), e.g. demo:train or spider:/data/spider")
     kind, _, rest = spec.partition(":")
     if kind == "demo" and rest:
         examples = _load_demo(rest)
     elif kind == "spider" and rest:
-        examples = _load_spider(Path(rest))
+        examples = _load_spider(Path(rest), postgres)
     elif kind == "bird" and rest:
-        examples = _load_bird(Path(rest))
+        examples = _load_bird(Path(rest), postgres)
     else:
         path = Path(spec)
         if is_stdio(spec):
@@ -86,7 +97,7 @@ def load_examples(
             records = _iter_json_list(path, text)
         else:
             records = ((f"{path}:{lineno}", rec) for lineno, rec in _iter_jsonl(path, text))
-        dbs = _DbCache(Path(db_dir) if db_dir else None, base)
+        dbs = _DbCache(Path(db_dir) if db_dir else None, base, postgres)
         fixed = str(db) if db else None
         examples = _mark_own_schema(_load_records(path, records, dbs, fixed, db_field), path)
     if not examples:
@@ -104,11 +115,23 @@ def load_examples(
 
 
 def resolve_database(
-    ref: str, db_dir: Path | None, base: Path, where: str, paths_from: Path | None = None
+    ref: str,
+    db_dir: Path | None,
+    base: Path,
+    where: str,
+    paths_from: Path | None = None,
+    postgres: str | None = None,
 ) -> tuple[Database, str]:
     """A `db` field is either a path to a database file or a db_id looked up under db_dir (else under `base`,
     the data file's folder). A relative path is taken from `paths_from` (default `base`): the data file's folder
-    for a path written in the file, the current folder for one from the recipe or the command line."""
+    for a path written in the file, the current folder for one from the recipe or the command line. A
+    postgresql:// URI is a PostgreSQL database; with `postgres` (a URI template holding {db_id}), so is every
+    db_id."""
+    if is_dsn(ref):
+        name = urllib.parse.unquote(urllib.parse.urlsplit(ref).path.lstrip("/")) or ref
+        return Database(ref, "postgres"), name
+    if postgres and not ref.endswith(DB_SUFFIXES):
+        return Database(postgres.replace("{db_id}", urllib.parse.quote(ref, safe="")), "postgres"), ref
     looked: list[Path] = []
     origin = base if paths_from is None else paths_from
     if ref.endswith(DB_SUFFIXES):
@@ -143,8 +166,8 @@ def resolve_database(
 class _DbCache:
     """Resolve each database reference once per file: a data set names the same few databases many times."""
 
-    def __init__(self, db_dir: Path | None, base: Path):
-        self.db_dir, self.base, self._seen = db_dir, base, {}
+    def __init__(self, db_dir: Path | None, base: Path, postgres: str | None = None):
+        self.db_dir, self.base, self.postgres, self._seen = db_dir, base, postgres, {}
 
     def get(
         self, ref: str, where: str, db_dir: Path | None = None, *, from_recipe: bool = False
@@ -153,7 +176,9 @@ class _DbCache:
         key = (ref, db_dir, from_recipe)
         if key not in self._seen:
             paths_from = Path.cwd() if from_recipe else self.base
-            self._seen[key] = resolve_database(ref, db_dir or self.db_dir, self.base, where, paths_from)
+            self._seen[key] = resolve_database(
+                ref, db_dir or self.db_dir, self.base, where, paths_from, postgres=self.postgres
+            )
         return self._seen[key]
 
     def database(self, record: dict[str, Any], field: str, fixed_db: str | None, where: str, hint: str):
@@ -429,23 +454,26 @@ def _split_file(root: Path, default: str, benchmark: str) -> tuple[Path, Path]:
     return f, root
 
 
-def _load_spider(root: Path) -> list[Example]:
+def _load_spider(root: Path, postgres: str | None = None) -> list[Example]:
     split, base = _split_file(root, "dev.json", "spider")
-    return _benchmark_examples(split, base / "database", base, "Spider", sql_key="query", id_key=None)
+    return _benchmark_examples(
+        split, base / "database", base, "Spider", sql_key="query", id_key=None, postgres=postgres
+    )
 
 
-def _load_bird(root: Path) -> list[Example]:
+def _load_bird(root: Path, postgres: str | None = None) -> list[Example]:
     split, base = _split_file(root, "dev.json", "bird")
     candidates = [base / f"{split.stem}_databases", base / "dev_databases", base / "train_databases"]
     db_root = next((c for c in candidates if c.is_dir()), candidates[0])
-    return _benchmark_examples(split, db_root, base, "BIRD", sql_key="SQL", id_key="question_id")
+    return _benchmark_examples(split, db_root, base, "BIRD", sql_key="SQL", id_key="question_id", postgres=postgres)
 
 
 def _benchmark_examples(
-    split: Path, db_root: Path, base: Path, name: str, sql_key: str, id_key: str | None
+    split: Path, db_root: Path, base: Path, name: str, sql_key: str, id_key: str | None, postgres: str | None = None
 ) -> list[Example]:
-    """Spider and BIRD records differ only in field names; both gold sets are SQLite SQL."""
-    dbs = _DbCache(db_root, base)
+    """Spider and BIRD records differ only in field names; both gold sets are SQLite SQL (transpiled when the
+    databases are PostgreSQL ones, data.postgres)."""
+    dbs = _DbCache(db_root, base, postgres)
     out = []
     for i, rec in enumerate(_read_json_list(split)):
         where = f"{split}: record {i}"
@@ -484,4 +512,11 @@ def _load_demo(split: str) -> list[Example]:
 def examples_for(data, spec: str, *, limit: int | None = None, db_dir=None, db=None) -> list[Example]:
     """`load_examples` with a recipe's [data] table (db_dir, db, db_field), which every command shares: the one
     place a [data] table is unpacked. `db_dir` / `db` given on the command line win over the recipe's."""
-    return load_examples(spec, db_dir=db_dir or data.db_dir, db=db or data.db, db_field=data.db_field, limit=limit)
+    return load_examples(
+        spec,
+        db_dir=db_dir or data.db_dir,
+        db=db or data.db,
+        db_field=data.db_field,
+        limit=limit,
+        postgres=getattr(data, "postgres", None),
+    )

@@ -81,11 +81,14 @@ def _schema_text(
         tables = [t for t in tables if t.name.lower() in keep]
     if format == "compact":  # the short format for small models and contexts: no descriptions
         return "\n".join(render_compact(t, max_value_chars, engine) for t in tables)
-    attach_descriptions(tables, Path(path).parent / "database_description")
+    if engine != "postgres":  # BIRD's description files sit beside a database file
+        attach_descriptions(tables, Path(path).parent / "database_description")
     return "\n\n".join(render_table(t, max_value_chars, engine) for t in tables)
 
 
 def read_schema(db: Database, example_values: int = 3) -> list[Table]:
+    if db.engine == "postgres":
+        return _postgres_schema(db, example_values)
     if not Path(db.path).is_file():
         raise DataError(f"database not found: {db.path}")
     if db.engine == "sqlite":
@@ -261,6 +264,63 @@ def _duckdb_schema(path: str, k: int) -> list[Table]:
         conn.close()
 
 
+_PG_TABLES = """
+SELECT c.oid, c.relname FROM pg_class c
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ORDER BY c.oid
+"""
+_PG_COLUMNS = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+# Keys with their columns in key order (conkey/confkey are column numbers, paired by position).
+_PG_KEYS = """
+SELECT k.contype, k.conname,
+       ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n ORDER BY u.i),
+       k.confrelid::regclass::text,
+       ARRAY(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY u(n, i)
+             JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.n ORDER BY u.i)
+FROM pg_constraint k WHERE k.conrelid = %s AND k.contype IN ('p', 'f') ORDER BY k.oid
+"""
+
+
+def _postgres_schema(db: Database, k: int) -> list[Table]:
+    """The tables of the connection's schema (the first on its search_path, as the sandbox pins it), from
+    pg_catalog: columns in attribute order, types as format_type() writes them, keys in declaration order."""
+    try:
+        import psycopg
+    except ImportError:
+        raise DataError(
+            f"{db.label}: reading a PostgreSQL database needs psycopg: pip install 'psycopg[binary]'"
+        ) from None
+    try:
+        conn = psycopg.connect(db.path, autocommit=True, connect_timeout=10, application_name="nl2sql-schema")
+    except psycopg.Error as e:
+        raise DataError(f"cannot connect to {db.label}: {str(e).strip().splitlines()[0]}") from None
+    try:
+        conn.execute("SET default_transaction_read_only = on")
+        conn.execute("SET statement_timeout = '60s'")
+        tables = []
+        for oid, name in conn.execute(_PG_TABLES).fetchall():
+            cols_raw = conn.execute(_PG_COLUMNS, (oid,)).fetchall()
+            pk: list[str] = []
+            fks = []
+            for kind, _name, cols, ref_table, ref_cols in conn.execute(_PG_KEYS, (oid,)).fetchall():
+                if kind == "p":
+                    pk = list(cols)
+                else:
+                    fks.append((list(cols), ref_table.rpartition(".")[2].strip('"'), list(ref_cols)))
+            # As in DuckDB, a primary key implies NOT NULL; the DDL says it only where the key does not.
+            columns = [Column(c, t, c in pk, not_null=bool(nn) and c not in pk) for c, t, nn in cols_raw]
+            for c in columns:
+                c.examples = _examples(conn, name, c.name, k, "ctid")
+            tables.append(Table(name, columns, pk, fks))
+        return tables
+    finally:
+        conn.close()
+
+
 def _examples(conn, table: str, column: str, k: int, order_col: str) -> list:
     if k <= 0:
         return []
@@ -302,6 +362,17 @@ _RESERVED_EXTRA = {
         with""".split()
     ),
     "duckdb": frozenset("alter between cube drop force if insert install lock revoke rollback rollup values".split()),
+    # PostgreSQL 15's reserved and type_func_name keywords (Appendix C); sqlglot's Postgres generator lists none.
+    "postgres": frozenset(
+        """all analyse analyze and any array as asc asymmetric authorization binary both case cast check collate
+        collation column concurrently constraint create cross current_catalog current_date current_role
+        current_schema current_time current_timestamp current_user default deferrable desc distinct do else end
+        except false fetch for foreign freeze from full grant group having ilike in initially inner intersect into
+        is isnull join lateral leading left like limit localtime localtimestamp natural not notnull null offset on
+        only or order outer overlaps placing primary references returning right select session_user similar some
+        symmetric system_user table tablesample then to trailing true union unique user using variadic verbose when
+        where window with""".split()
+    ),
 }
 
 
@@ -322,8 +393,10 @@ def _plain(name: str) -> bool:
 
 
 def identifier(name: str, engine: str = "sqlite") -> exp.Identifier:
-    """`name` as a sqlglot identifier, quoted where `engine` (or sqlglot) would not read it back bare."""
-    return exp.Identifier(this=name, quoted=not _plain(name) or name.lower() in _reserved(engine))
+    """`name` as a sqlglot identifier, quoted where `engine` (or sqlglot) would not read it back bare (in
+    PostgreSQL also a name with capitals: a bare one is folded to lower case)."""
+    quoted = not _plain(name) or name.lower() in _reserved(engine) or (engine == "postgres" and name != name.lower())
+    return exp.Identifier(this=name, quoted=quoted)
 
 
 def _sql(e: exp.Expr, engine: str) -> str:

@@ -1,4 +1,5 @@
-"""Hardened read-only connections to SQLite and DuckDB, and running one query with a deadline and a row cap.
+"""Hardened read-only connections to SQLite, DuckDB and PostgreSQL, and running one query with a deadline and a
+row cap.
 
 These run inside the sandbox's worker processes (`sandbox.py`). Everything here is the second layer of
 defence: the sqlglot guard has already refused what it recognises, and the worker process can still be
@@ -24,24 +25,64 @@ _SUFFIX_ENGINE = {
     ".sqlite3": "sqlite",
     ".db": "sqlite",
 }
-ENGINES = ("sqlite", "duckdb")
+ENGINES = ("sqlite", "duckdb", "postgres")
+DSN_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_dsn(text: str) -> bool:
+    """A PostgreSQL connection URI (postgresql://... or postgres://...)."""
+    return isinstance(text, str) and text.lower().startswith(DSN_SCHEMES)
+
+
+def redact_dsn(dsn: str) -> str:
+    """`dsn` with any password replaced by ***, for messages and reports."""
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+    except ValueError:
+        return "postgresql://***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        if ":" in user:
+            user = user.split(":", 1)[0] + ":***"
+        netloc = f"{user}@{host}"
+    query = "&".join(
+        f"{k}=***" if k.lower() == "password" else f"{k}={v}" if v else k
+        for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)
 class Database:
-    """A database file and the engine that reads it."""
+    """A database and the engine that reads it: a file for sqlite and duckdb, a connection URI for postgres.
+
+    A PostgreSQL database is named by its libpq URI in `path` (`postgresql://reader@/concert_singer?host=/run/pg`):
+    one URI per database, so a Database stays one hashable string wherever examples, dataset columns and worker
+    caches carry it. The schema is the first one on the connection's search_path (`public` unless the URI sets
+    `options=-csearch_path%3Dname`); the sandbox pins search_path to it. Keep passwords out of the URI (libpq
+    reads PGPASSWORD or ~/.pgpass): the URI appears in data files and dataset columns; messages show `label`.
+    """
 
     path: str
-    engine: str  # "sqlite" | "duckdb"
+    engine: str  # "sqlite" | "duckdb" | "postgres"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r} for {self.path}: expected one of {ENGINES}")
+        if (self.engine == "postgres") != is_dsn(self.path):
+            raise ValueError(
+                f"engine {self.engine!r} does not fit {self.label!r}: a postgres database is a postgresql:// URI, "
+                "a sqlite or duckdb database a file path"
+            )
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> Database:
-        """Pick the engine from the file suffix (.duckdb/.ddb -> duckdb; .sqlite/.sqlite3/.db -> sqlite)."""
+        """Pick the engine from the file suffix (.duckdb/.ddb -> duckdb; .sqlite/.sqlite3/.db -> sqlite), or a
+        postgresql:// URI -> postgres."""
         path = os.fspath(path)
+        if is_dsn(path):
+            return cls(path, "postgres")
         engine = _SUFFIX_ENGINE.get(os.path.splitext(path)[1].lower())
         if engine is None:
             raise ValueError(
@@ -54,6 +95,16 @@ class Database:
     def dialect(self) -> str:
         """The sqlglot dialect name of the engine."""
         return self.engine
+
+    @property
+    def is_server(self) -> bool:
+        """A database on a server (postgres), not a file: there is no path to check or make absolute."""
+        return self.engine == "postgres"
+
+    @property
+    def label(self) -> str:
+        """How messages name it: the file path, or the URI without its password."""
+        return redact_dsn(self.path) if self.is_server else self.path
 
 
 @dataclass
@@ -169,10 +220,10 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._cursor: Any = None
+        self._cursor: Any = None  # what has an interrupt() method: a DuckDB cursor, a _PostgresCancel
         self._deadline = float("inf")
         self.fired = False
-        threading.Thread(target=self._loop, name="duckdb-watchdog", daemon=True).start()
+        threading.Thread(target=self._loop, name="sql-watchdog", daemon=True).start()
 
     def arm(self, cursor: Any, deadline: float) -> None:
         with self._cond:
@@ -263,13 +314,212 @@ class DuckDBBackend:
         self.conn.close()
 
 
-Backend = SQLiteBackend | DuckDBBackend
+# --- PostgreSQL ---------------------------------------------------------------------------------------------
+
+# Roles whose members read or write server files, run programs (COPY ... PROGRAM), write every table or signal
+# other backends (docs/DESIGN.md, "PostgreSQL sandboxing"). A connection whose role is in one of them (or is a
+# superuser, or may write anything) is refused before any query runs.
+_PG_DANGEROUS_ROLES = (
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_execute_server_program",
+    "pg_write_all_data",
+    "pg_signal_backend",
+)
+_PG_ROLE_CHECK = """
+SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls,
+       ARRAY(SELECT b.rolname::text FROM pg_roles b
+             WHERE b.rolname = ANY(%(roles)s) AND pg_has_role(current_user, b.oid, 'MEMBER') ORDER BY 1),
+       has_database_privilege(current_database(), 'CREATE'),
+       ARRAY(SELECT n.nspname::text FROM pg_namespace n
+             WHERE has_schema_privilege(n.oid, 'CREATE') AND n.nspname !~ '^pg_(toast_)?temp_' ORDER BY 1),
+       ARRAY(SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname !~ '^pg_(toast_)?temp_'
+               AND has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER')
+             ORDER BY 1 LIMIT 5)
+FROM pg_roles r WHERE r.rolname = current_user
+"""
+
+
+class UnsafeConnectionError(RuntimeError):
+    """The PostgreSQL role could change something; the sandbox runs no query on such a connection."""
+
+
+def postgres_role_problems(conn: Any) -> list[str]:
+    """What the connection's role may do beyond reading (empty: SELECT-only as the sandbox needs)."""
+    row = conn.execute(_PG_ROLE_CHECK, {"roles": list(_PG_DANGEROUS_ROLES)}).fetchone()
+    if row is None:
+        return ["the current role is not in pg_roles"]
+    superuser, createrole, createdb, replication, bypassrls, member_of, db_create, schemas, tables = row
+    problems = [
+        flag
+        for flag, on in (
+            ("is a superuser", superuser),
+            ("has CREATEROLE", createrole),
+            ("has CREATEDB", createdb),
+            ("has REPLICATION", replication),
+            ("has BYPASSRLS", bypassrls),
+        )
+        if on
+    ]
+    if member_of:
+        problems.append(f"is a member of {', '.join(member_of)}")
+    if db_create:
+        problems.append("may CREATE schemas in the database")
+    if schemas:
+        problems.append(f"may CREATE in schema(s) {', '.join(schemas)}")
+    if tables:
+        problems.append(f"may write table(s) {', '.join(tables)}")
+    return problems
+
+
+class _PostgresCancel:
+    """What the watchdog interrupts: a cancel request for the connection's running statement."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def interrupt(self) -> None:
+        self.conn.cancel_safe(timeout=2.0)
+
+
+class PostgresBackend:
+    """One hardened connection to a PostgreSQL database; `run` executes one query in its own READ ONLY transaction.
+
+    Layers, each enough to stop a write on its own where it applies (docs/DESIGN.md, "PostgreSQL sandboxing"):
+    - the role: refused at connect if it is a superuser, may create or write anything, or is a member of
+      pg_read_server_files, pg_write_server_files, pg_execute_server_program, pg_write_all_data or
+      pg_signal_backend (`postgres_role_problems`); `db copy --reader` makes such a role;
+    - every query runs in a READ ONLY transaction that is rolled back afterwards, so nothing it does (a
+      set_config(), a cursor, a lock) outlives it; default_transaction_read_only is on as well;
+    - the query is run as `DECLARE ... CURSOR FOR <sql>` over the extended protocol: the server accepts only a
+      SELECT or VALUES there, and never two statements;
+    - limits: statement_timeout, lock_timeout and idle_in_transaction_session_timeout from the sandbox timeout,
+      work_mem, temp_file_limit (refused if it cannot be capped: it is superuser-only, so the role needs
+      `ALTER ROLE ... SET temp_file_limit`, which `db copy --reader` does), no JIT, no parallel workers,
+      client_connection_check_interval (a killed worker's query stops within half a second); search_path
+      pinned to the database's schema;
+    - a watchdog thread sends a cancel request at the deadline (statement_timeout counts per statement, and a
+      query is DECLARE plus FETCH), and the pool kills the worker if even that does not answer.
+    """
+
+    WORK_MEM_MB = 64
+    TEMP_FILE_LIMIT_MB = 1024
+
+    def __init__(self, dsn: str, *, timeout: float, row_cap: int) -> None:
+        self.dsn, self.timeout, self.row_cap = dsn, timeout, row_cap
+        self._watchdog = _Watchdog()
+        self.conn: Any = None
+        self._connect()
+
+    def _connect(self) -> None:
+        import psycopg  # imported here so that file-only users never need it
+
+        ms = max(1, int(self.timeout * 1000))
+        conn = psycopg.connect(
+            self.dsn, autocommit=True, connect_timeout=max(2, int(self.timeout) + 1), application_name="nl2sql-sandbox"
+        )
+        try:
+            problems = postgres_role_problems(conn)
+            if problems:
+                raise UnsafeConnectionError(
+                    f"role {conn.info.user!r} {'; '.join(problems)}: the sandbox needs a role that can only "
+                    "SELECT (nl2sql-align db copy --reader ROLE creates one)"
+                )
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            if schema is None:
+                raise UnsafeConnectionError("no schema on the search_path exists: set options=-csearch_path%3D...")
+            settings = {
+                "search_path": '"' + schema.replace('"', '""') + '"',
+                "default_transaction_read_only": "on",
+                "statement_timeout": str(ms),
+                "lock_timeout": str(ms),
+                "idle_in_transaction_session_timeout": str(2 * ms + 5000),
+                "work_mem": f"{self.WORK_MEM_MB}MB",
+                "jit": "off",  # compile times are unpredictable, and JIT code is one more thing to trust
+                "max_parallel_workers_per_gather": "0",  # one query, one core; parallelism comes from the pool
+                "cursor_tuple_fraction": "1",  # plan the DECLAREd query for all its rows, as a plain SELECT
+                "TimeZone": "UTC",
+                "DateStyle": "ISO, MDY",
+            }
+            if conn.info.server_version >= 140000:
+                settings["client_connection_check_interval"] = "500"
+            for name, value in settings.items():
+                conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+            self._cap_temp_files(conn, psycopg)
+        except BaseException:
+            conn.close()
+            raise
+        # From here on psycopg opens each query's transaction with BEGIN READ ONLY; run() rolls it back.
+        conn.autocommit = False
+        conn.read_only = True
+        self.conn = conn
+
+    def _cap_temp_files(self, conn: Any, psycopg: Any) -> None:
+        try:
+            conn.execute("SELECT set_config('temp_file_limit', %s, false)", (f"{self.TEMP_FILE_LIMIT_MB}MB",))
+        except psycopg.errors.InsufficientPrivilege:
+            current = conn.execute("SELECT current_setting('temp_file_limit')").fetchone()[0]
+            if current.strip() == "-1":
+                raise UnsafeConnectionError(
+                    f"role {conn.info.user!r} has no temp_file_limit (only a superuser can set it): run "
+                    f"ALTER ROLE {conn.info.user} SET temp_file_limit = '{self.TEMP_FILE_LIMIT_MB}MB' as a superuser"
+                ) from None
+
+    def run(self, sql: str) -> ExecResult:
+        import psycopg
+
+        if self.conn is None or self.conn.closed:  # the server dropped the connection: open a new one
+            try:
+                self._connect()
+            except Exception as e:
+                return error_result(f"cannot reconnect: {_short(e)}")
+        start = time.monotonic()
+        # Server-side cursor: psycopg sends DECLARE over the extended protocol, and FETCH stops at the row cap
+        # on the server (a client-side cursor would receive every row of a runaway result first).
+        cursor = self.conn.cursor(name="nl2sql_query")
+        self._watchdog.arm(_PostgresCancel(self.conn), start + self.timeout)
+        try:
+            cursor.execute(sql)
+            rows, truncated = _fetch(cursor, self.row_cap)
+            columns = [d.name for d in cursor.description or ()]
+        except Exception as e:
+            elapsed = time.monotonic() - start
+            if self._watchdog.fired or isinstance(e, psycopg.errors.QueryCanceled):
+                return error_result(timeout_message(self.timeout), timed_out=True, elapsed=elapsed)
+            return error_result(_short(e), elapsed=elapsed)
+        finally:
+            self._watchdog.disarm()
+            self._end_transaction()
+        return ExecResult(normalize_rows(rows), columns, None, truncated=truncated, elapsed=time.monotonic() - start)
+
+    def _end_transaction(self) -> None:
+        # ROLLBACK undoes everything the query did in the session. A cancel request that arrives late can hit
+        # the ROLLBACK itself; try again, and drop a connection that still cannot end its transaction.
+        for _ in range(2):
+            try:
+                self.conn.rollback()
+                return
+            except Exception:  # noqa: BLE001
+                if self.conn.closed:
+                    return
+        self.conn.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+Backend = SQLiteBackend | DuckDBBackend | PostgresBackend
 
 
 def open_backend(
     db: Database, *, timeout: float, row_cap: int, memory_mb: int | None = None, max_sql_chars: int = 20_000
 ) -> Backend:
     """Open `db` read-only and hardened. Never creates a missing file (raises FileNotFoundError instead)."""
+    if db.engine == "postgres":
+        return PostgresBackend(db.path, timeout=timeout, row_cap=row_cap)
     if not os.path.isfile(db.path):
         raise FileNotFoundError(f"database not found: {db.path}")
     if db.engine == "sqlite":

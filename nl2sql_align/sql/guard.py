@@ -175,6 +175,44 @@ _DENIED_FUNCTIONS = frozenset(
 # forms of PRAGMA, which is refused as a statement too.
 _DENIED_PREFIXES = ("read_", "parquet_", "iceberg_", "delta_", "postgres_", "mysql_", "fileio_", "pragma_")
 
+# PostgreSQL (checked when the dialect is postgres): functions that read server files (pg_read_file,
+# pg_ls_dir, lo_import), reach other servers (dblink), change settings for the session (set_config survives
+# into later queries unless rolled back), run SQL text of their own (query_to_xml('DELETE ...')), sleep,
+# take session locks that outlive the query (pg_advisory_lock), signal other backends, or write sequences and
+# replication state. The connection is a read-only transaction under a role with SELECT only (backends.py),
+# so most of these would fail there too; the guard refuses them first with a clear reason.
+_PG_DENIED_FUNCTIONS = frozenset(
+    """set_config nextval setval lastval pg_notify pg_stat_file pg_terminate_backend pg_cancel_backend
+    pg_reload_conf pg_rotate_logfile pg_switch_wal pg_promote pg_export_snapshot pg_log_backend_memory_contexts
+    pg_import_system_collations pg_logdir_ls txid_current pg_current_xact_id pg_stat_statements_reset
+    pg_drop_replication_slot pg_cancel_query current_query""".split()
+)
+_PG_DENIED_PREFIXES = (
+    "pg_read_",  # pg_read_file, pg_read_binary_file
+    "pg_ls_",  # pg_ls_dir, pg_ls_logdir, pg_ls_waldir, pg_ls_tmpdir, ...
+    "pg_file_",  # adminpack: pg_file_write, pg_file_rename, pg_file_unlink
+    "pg_sleep",  # pg_sleep, pg_sleep_for, pg_sleep_until: no answer needs them; the timeout stops them too
+    "pg_advisory",
+    "pg_try_advisory",
+    "pg_create_",
+    "pg_replication_",
+    "pg_logical_",
+    "pg_backup_",
+    "pg_wal_",
+    "pg_copy_",
+    "pg_stat_reset",
+    "lo_",  # large objects: lo_import/lo_export read and write server files
+    "dblink",
+    "query_to_",  # query_to_xml(text, ...) runs its text as a query
+    "cursor_to_",
+    "table_to_xml",
+    "schema_to_",
+    "database_to_",
+)
+# Catalogue schemas: pg_stat_activity shows the text of the queries other workers run (gold queries among
+# them), pg_settings and pg_roles describe the server. No text-to-SQL answer reads them.
+_PG_SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
+
 # A table reference whose name looks like a path or a file: DuckDB turns FROM 'x.csv', FROM "x.parquet"
 # and FROM '/etc/passwd' into file reads (replacement scans). sqlglot parses both quotings to the same
 # quoted Identifier, so the name is all there is to judge.
@@ -189,6 +227,16 @@ def _function_name(node: exp.Func) -> str:
 
 def _is_denied_function(name: str) -> bool:
     return name in _DENIED_FUNCTIONS or name.startswith(_DENIED_PREFIXES)
+
+
+def _pg_system_table(node: exp.Table) -> str | None:
+    """The name of a PostgreSQL catalogue relation `node` reads (pg_catalog.*, information_schema.*, or a bare
+    pg_* name, which pg_catalog resolves first), else None."""
+    schema = str(node.args["db"].name).lower() if node.args.get("db") is not None else ""
+    name = str(node.name).lower()
+    if schema in _PG_SYSTEM_SCHEMAS or schema.startswith("pg_temp") or name.startswith("pg_"):
+        return f"{schema}.{name}" if schema else name
+    return None
 
 
 def _statement_kind(root: exp.Expression, sql: str) -> str:
@@ -228,6 +276,8 @@ def check_read_only(sql: str, dialect: str, max_sql_chars: int = DEFAULT_MAX_SQL
         return f"could not parse as {dialect} SQL: {problem}"
     try:
         reason = _refusal(parsed, sql)
+        if reason is None and dialect == "postgres":
+            reason = _postgres_refusal(parsed)
     except Exception as e:  # noqa: BLE001  a tree the checks cannot walk is not known to be read-only
         reason = f"could not parse as {dialect} SQL: {_describe(e)}"
     return None if reason is None else _clip(reason)
@@ -259,6 +309,22 @@ def _refusal(parsed: list[exp.Expression | None], sql: str) -> str | None:
     return None
 
 
+def _postgres_refusal(parsed: list[exp.Expression | None]) -> str | None:
+    """What PostgreSQL adds to `_refusal` (run after it, on one read-only query): its file, session and signal
+    functions and its catalogue relations."""
+    for root in parsed:
+        if root is None:
+            continue
+        for node in root.walk():
+            if isinstance(node, exp.Func):
+                name = _function_name(node)
+                if name in _PG_DENIED_FUNCTIONS or name.startswith(_PG_DENIED_PREFIXES):
+                    return f"function {name}() is not allowed (it reaches files, external data or engine state)"
+            elif isinstance(node, exp.Table) and (system := _pg_system_table(node)) is not None:
+                return f"table {system} is a system catalogue (not part of the database's data)"
+    return None
+
+
 def ensure_read_only(sql: str, dialect: str, max_sql_chars: int = DEFAULT_MAX_SQL_CHARS) -> None:
     """Like `check_read_only`, but raises `UnsafeSQLError` with the reason."""
     reason = check_read_only(sql, dialect, max_sql_chars)
@@ -266,8 +332,58 @@ def ensure_read_only(sql: str, dialect: str, max_sql_chars: int = DEFAULT_MAX_SQ
         raise UnsafeSQLError(reason)
 
 
+# Dialects whose identifiers ignore case, quoted or not (SQLite; DuckDB). PostgreSQL folds unquoted names to
+# lower case and keeps quoted ones as written, so `"Name"` from SQLite would miss the column `name` there.
+_CASE_INSENSITIVE = frozenset({"sqlite", "duckdb"})
+
+
+def _lower_identifiers(root: exp.Expression | None) -> None:
+    """Lower-case every identifier (quoted ones too) in place: what SQLite and DuckDB mean by any spelling of a
+    name is, in PostgreSQL, its lower-case spelling (the names `db copy` creates)."""
+    if root is None:
+        return
+    for node in root.find_all(exp.Identifier):
+        node.set("this", str(node.this).lower())
+
+
+def _sqlite_strings(root: exp.Expression | None) -> None:
+    """Turn SQLite's double-quoted strings into string literals, in place. SQLite reads `"Aberdeen"` as a
+    string when no column has that name (Spider's gold SQL relies on it: `WHERE T2.City = "Aberdeen"`), while
+    sqlglot, like PostgreSQL, reads it as a column. Without the schema, the rule is positional: an unqualified
+    quoted name compared with something that is not a literal (the right side of =, <>, <, >, LIKE, ...; the
+    values of IN; the bounds of BETWEEN) is a string. A quoted column compared with a literal stays a column."""
+    if root is None:
+        return
+
+    def is_quoted_name(node: exp.Expression | None) -> bool:
+        return (
+            isinstance(node, exp.Column)
+            and not node.table
+            and isinstance(node.this, exp.Identifier)
+            and node.this.quoted
+        )
+
+    def to_string(node: exp.Column) -> None:
+        node.replace(exp.Literal.string(node.name))
+
+    comparisons = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike, exp.Glob)
+    for node in list(root.find_all(*comparisons, exp.In, exp.Between)):
+        if isinstance(node, exp.In):
+            for value in node.expressions:
+                if is_quoted_name(value):
+                    to_string(value)
+        elif isinstance(node, exp.Between):
+            for key in ("low", "high"):
+                if is_quoted_name(node.args.get(key)):
+                    to_string(node.args[key])
+        elif is_quoted_name(node.expression) and not isinstance(node.this, exp.Literal):
+            to_string(node.expression)
+
+
 def transpile(sql: str, read: str, write: str) -> str:
     """Translate one statement from dialect `read` to `write`; returns `sql` unchanged when they are equal.
+    Into postgres from sqlite or duckdb, identifiers are lower-cased (see `_lower_identifiers`), and from sqlite
+    double-quoted values become strings (`_sqlite_strings`).
 
     Raises `TranspileError` (a ValueError) for any text it cannot turn into exactly one statement, whatever
     sqlglot raised on the way (parse errors, unsupported syntax, RecursionError on deep trees, ...)."""
@@ -278,6 +394,11 @@ def transpile(sql: str, read: str, write: str) -> str:
     if parsed is None:
         raise TranspileError(problem)
     try:
+        if write == "postgres" and read in _CASE_INSENSITIVE:
+            for e in parsed:
+                if read == "sqlite":
+                    _sqlite_strings(e)
+                _lower_identifiers(e)
         out = [s for s in (writer.generate(e, copy=False) if e else "" for e in parsed) if s.strip()]
     except Exception as e:  # noqa: BLE001  the generator recurses too, and may reject what it cannot write
         raise TranspileError(_describe(e)) from None

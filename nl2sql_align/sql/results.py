@@ -202,3 +202,78 @@ class QueryRewriter:
     def job(self, db: Database, sql: str, dialect: str | None = None) -> tuple[Database, str, str | None]:
         """(db, SQL as scored, dialect): `dialect` is what `sql` is written in (None: the database's own)."""
         return db, self.scored(sql, dialect or db.dialect), dialect or None
+
+
+# --- BIRD mini-dev: Soft-F1 (evaluation_f1.py) and R-VES (evaluation_ves.py) ---------------------------------
+# bird-bench/mini_dev, evaluation/evaluation_f1.py at 47f116d and evaluation_ves.py at f9d2750, ported: the
+# scores here are the official per-example scores for the same result rows and timings.
+
+
+def _row_match(pred_row: Row, gold_row: Row) -> tuple[float, float, float]:
+    # calculate_row_match: membership of cell values, as fractions of the gold row's width.
+    width = len(gold_row)
+    matches = sum(1 for v in pred_row if v in gold_row)
+    pred_only = len(pred_row) - matches
+    gold_only = sum(1 for v in gold_row if v not in pred_row)
+    return matches / width, pred_only / width, gold_only / width
+
+
+def bird_soft_f1(gold_rows: Sequence[Row], pred_rows: Sequence[Row]) -> float:
+    """BIRD mini-dev's Soft-F1 of one prediction (`calculate_f1_score(predicted, ground_truth)`): rows
+    de-duplicated through a set, then paired by position (the i-th row of each list), each pair scored by
+    cell-value membership; surplus rows count wholly as false positives or negatives. Two empty results score 1.
+
+    Like the official code, the pairing follows the iteration order of `list(set(rows))`, which for rows of
+    strings depends on the interpreter's hash seed (PYTHONHASHSEED): the official score can differ between
+    runs on such results, and ours agrees with it within one seed."""
+    if not pred_rows and not gold_rows:
+        return 1.0
+    pred = list(set(pred_rows)) if pred_rows else []
+    gold = list(set(gold_rows))
+    tp = fp = fn = 0.0
+    for i, gold_row in enumerate(gold):
+        if i >= len(pred):
+            fn += 1
+            continue
+        m, p, g = _row_match(pred[i], gold_row)
+        tp, fp, fn = tp + m, fp + p, fn + g
+    fp += max(0, len(pred) - len(gold))
+    precision = tp / (tp + fp) if tp + fp > 0 else 0
+    recall = tp / (tp + fn) if tp + fn > 0 else 0
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0
+
+
+def _clean_abnormal(values: Sequence[float]) -> list[float]:
+    # clean_abnormal: drop values 3 population standard deviations or more from the mean.
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((x - mean) ** 2 for x in values) / len(values))
+    return [x for x in values if mean - 3 * std < x < mean + 3 * std]
+
+
+def ves_reward(time_ratios: Sequence[float]) -> float:
+    """BIRD mini-dev's R-VES reward of one prediction (`iterated_execute_sql`), given gold_time / pred_time of
+    each repetition, for a prediction whose result matches the gold's (pass [] for one that does not: 0).
+    The mean ratio after dropping outliers, bucketed: >= 2 -> 1.25, [1, 2) -> 1, [0.5, 1) -> 0.75,
+    [0.25, 0.5) -> 0.5, else 0.25 (and 0 when the mean ratio is 0)."""
+    if not time_ratios:
+        return 0.0
+    kept = _clean_abnormal(time_ratios)
+    # All repetitions equal: std 0, the official filter keeps nothing and divides by zero (the example then
+    # scores 0 there, as an exception); a constant ratio is kept here.
+    ratio = sum(kept) / len(kept) if kept else time_ratios[0]
+    if ratio == 0:
+        return 0.0
+    if ratio >= 2:
+        return 1.25
+    if ratio >= 1:
+        return 1.0
+    if ratio >= 0.5:
+        return 0.75
+    if ratio >= 0.25:
+        return 0.5
+    return 0.25
+
+
+def r_ves(rewards: Sequence[float]) -> float:
+    """R-VES over examples (`compute_ves`): the mean of sqrt(reward) x 100."""
+    return sum(math.sqrt(r) * 100 for r in rewards) / len(rewards) if rewards else 0.0
