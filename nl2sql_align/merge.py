@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 
 from nl2sql_align.errors import UserError
+from nl2sql_align.gguf import resolve_model_path
 from nl2sql_align.paths import refuse_existing
 from nl2sql_align.recipe import RESOLVED_NAME
 
@@ -44,6 +45,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, dtype: str | None = N
         raise UserError(f"--output {output} is the adapter folder itself: merge into a new folder")
     refuse_existing(output, overwrite, "--output")
     base, recipe_dtype = _base_and_dtype(adapter)
+    base = resolve_model_path(base)  # a .gguf base: its imported folder
     if not Path(base).exists() and "/" not in base:
         raise UserError(
             f"{adapter}: base model {base!r} (from adapter_config.json) is not a folder or a hub id; point "

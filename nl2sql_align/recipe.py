@@ -80,6 +80,10 @@ class DataSection:
     db: str | None = None
     # The alpaca field that names each example's database.
     db_field: str = "db_id"
+    # PostgreSQL instead of database files: a connection URI with {db_id} where each example's database name
+    # goes ("postgresql://reader@/{db_id}?host=/run/postgresql"); every db_id (spider:DIR and bird:DIR too)
+    # resolves to it. See README, "Train on your own PostgreSQL database".
+    postgres: str | None = None
     train_limit: int | None = None
     eval_limit: int | None = None
     # Replaces the built-in system prompt.
@@ -148,7 +152,7 @@ class RewardComponentSection:
 
 @dataclass(config=TABLE_CONFIG)
 class RewardSection:
-    """Rewards for grpo and ppo: execution components, the sandbox that runs the SQL, and (ppo) a reward model."""
+    """Rewards for grpo, rloo and ppo: execution components, the sandbox that runs the SQL, and (ppo) a reward model."""
 
     # default | sql-r1 | arctic | skyrl (see nl2sql_align/rewards/functions.py); [[reward.components]] replaces it.
     # "none": no execution components (ppo with a reward model alone).
@@ -195,6 +199,15 @@ class PairsSection:
 
 
 @dataclass(config=TABLE_CONFIG)
+class BudgetSection:
+    # Stop training at the end of the first optimizer step past this many seconds of the training loop, or
+    # this many input tokens seen (padding excluded), whichever comes first (stages/budget.py). A pipeline step
+    # with `match` sets one of them from another step's train_end row: SFT for as long as GRPO took.
+    seconds: float | None = None
+    tokens: int | None = None
+
+
+@dataclass(config=TABLE_CONFIG)
 class PreferenceSection:
     """The `dpo` command's method: dpo (TRL DPOTrainer; [train] loss_type picks sigmoid, ipo, hinge, ...),
     kto (TRL KTOTrainer, on unpaired labels), simpo and orpo (TRL's experimental CPOTrainer / ORPOTrainer)."""
@@ -214,6 +227,7 @@ class Recipe:
     reward: RewardSection | None = None  # absent table = the default preset (stages that use rewards)
     pairs: PairsSection = field(default_factory=PairsSection)
     preference: PreferenceSection = field(default_factory=PreferenceSection)
+    budget: BudgetSection = field(default_factory=BudgetSection)
     # Passed to the stage's TRL config dataclass; validated against its fields.
     train: dict[str, Any] = field(default_factory=dict)
     # Where the recipe came from and the `--set` items applied to it (not TOML keys): errors name the one at fault.
@@ -554,6 +568,10 @@ def _toml_ready(v: Any) -> Any:
     return str(v)
 
 
-def write_resolved(recipe: Recipe, path: Path, command: str) -> None:
+def write_resolved(recipe: Recipe, path: Path, command: str, env: dict[str, Any] | None = None) -> None:
+    """The recipe as the run used it; `env` (environment.run_environment) goes into the header comment, where it
+    documents the run without being part of the recipe that loads back."""
     header = f"Resolved recipe (defaults < {recipe.source} < --set overrides).\nReproduce: {command}"
+    if env:
+        header += "\nEnvironment: " + ", ".join(f"{k}={v}" for k, v in env.items())
     path.write_text(dump_toml(recipe.to_dict(), header), encoding="utf-8")

