@@ -12,19 +12,11 @@ from pathlib import Path
 import typer
 
 from nl2sql_align import cli_options as o
+from nl2sql_align import cli_tools
 from nl2sql_align.errors import UserError
 from nl2sql_align.stdio import is_stdio, print_result, results_only_on_stdout
 
-app = typer.Typer(
-    name="nl2sql-align",
-    help="Post-train language models to write SQL: SFT, then preference and RL stages, scored by execution.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"max_content_width": 120},
-    epilog=o.EXIT_CODES,
-)
+app = typer.Typer(**o.APP)
 
 
 @app.callback()
@@ -35,14 +27,8 @@ def _setup(verbose: o.Verbose = False) -> None:
 
 
 def _register_stage(stage: str, help_text: str) -> None:
-    def command(
-        recipe: o.Recipe,
-        set_: o.Set = None,
-        overwrite: o.Overwrite = False,
-        resume: o.Resume = False,
-        num_processes: o.Procs = 1,
-        accelerate_config: o.AccelConfig = None,
-    ) -> None:
+    def command(recipe: o.Recipe, set_: o.Set = None, overwrite: o.Overwrite = False, resume: o.Resume = False,
+                num_processes: o.Procs = 1, accelerate_config: o.AccelConfig = None) -> None:  # fmt: skip
         from nl2sql_align.launch import is_main_process, relaunch
         from nl2sql_align.stages import load_stage_recipe, stage_module
 
@@ -151,6 +137,17 @@ def eval_(
         raise typer.Exit(1)
 
 
+@app.command(short_help=o.SHORT_HELP["ask"])
+def ask(model: o.AskModel, db: o.AskDb, questions: o.Questions = None, recipe: o.EvalRecipe = None,
+        set_: o.Set = None, samples: o.AskSamples = None, temperature: o.Temperature = None, backend: o.Backend = None,
+        timeout: o.Timeout = None, rows: o.AskRows = 10, json_: o.AskJson = False) -> None:  # fmt: skip
+    """Answer questions about a database with a trained model: the SQL it writes, run in the sandbox."""
+    from nl2sql_align.ask import ask_command
+
+    ask_command(model, db, questions, recipe, set_, samples=samples, temperature=temperature, backend=backend,
+                timeout=timeout, rows=rows, json_=json_)  # fmt: skip
+
+
 @app.command("data", short_help=o.SHORT_HELP["data"])
 def data_(
     spec: o.DataArg,
@@ -201,7 +198,7 @@ def compare(
     json_: o.Json = False,
 ) -> None:
     """Score trained runs on one eval set (greedy, each with its own recipe's prompt) beside their training cost;
-    with --recipe, first train them: a pipeline of sft, pairs, rm, dpo, ppo and grpo steps."""
+    with --recipe, first train them: a pipeline of sft, pairs, rm, dpo, ppo, grpo and rloo steps."""
     from nl2sql_align.compare import compare_command, print_table
 
     with results_only_on_stdout(json_):  # `--runs A B C`: click takes A for --runs, B and C land in ctx.args
@@ -228,6 +225,9 @@ def demo(
     summary = run_demo(recipe, model_dir, set_, reuse)
     print_table(summary)
     typer.echo(f"{summary['pipeline']['report']}/report.md")
+
+
+cli_tools.register(app)  # import-gguf, db copy: listed after the commands above
 
 
 def main() -> None:

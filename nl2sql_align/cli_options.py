@@ -27,6 +27,8 @@ STAGE_HELP = {
     "QLoRA.",
     "grpo": "GRPO (TRL GRPOTrainer) with execution rewards: [reward] picks components and weights (presets "
     "default, sql-r1, arctic, skyrl, or your own function); usually starts from an sft output.",
+    "rloo": "RLOO (TRL RLOOTrainer, REINFORCE Leave-One-Out: each completion's baseline is the mean reward of the "
+    "other completions of its prompt) with the same data, [reward] components, presets and guards as grpo.",
 }
 
 # The one-line summaries `nl2sql-align --help` lists (whole at 80 columns; the full text is each command's --help).
@@ -36,6 +38,10 @@ SHORT_HELP = {
     "dpo": "Preference optimisation: DPO, KTO, SimPO, ORPO.",
     "ppo": "PPO with execution rewards and/or a reward model.",
     "grpo": "GRPO with execution rewards.",
+    "rloo": "RLOO (leave-one-out baseline) with execution rewards.",
+    "ask": "Ask a trained model questions about a database.",
+    "import-gguf": "Convert a GGUF file into a model folder.",
+    "db": "Database utilities (copy into PostgreSQL).",
     "pairs": "Mine preference pairs by executing samples.",
     "validate": "Check a recipe as the run would, without training.",
     "eval": "Execution accuracy of a model or predictions.",
@@ -44,6 +50,21 @@ SHORT_HELP = {
     "compare": "Score runs side by side, or train a pipeline.",
     "demo": "The whole comparison on the embedded demo.",
 }
+
+# The Typer application's settings (cli.py builds `app` from them).
+APP = {
+    "name": "nl2sql-align",
+    "help": "Post-train language models to write SQL: SFT, then preference and RL stages, scored by execution.",
+    "no_args_is_help": True,
+    "add_completion": False,
+    "pretty_exceptions_enable": False,
+    "rich_markup_mode": None,
+    "context_settings": {"max_content_width": 120},
+    "epilog": EXIT_CODES,
+}
+
+# Sub-command groups (`db ...`) format their help the same way.
+SUBAPP = {"rich_markup_mode": None, "context_settings": {"max_content_width": 120}}
 
 # Shared by several commands.
 Recipe = Annotated[Path, typer.Option("--recipe", "-r", help="Recipe TOML file (- reads it from stdin).")]
@@ -142,7 +163,9 @@ MergeDtype = Annotated[str | None, typer.Option(help="dtype to load the base in 
 # compare and demo
 Runs = Annotated[
     list[Path] | None,
-    typer.Option("--runs", help="Trained output folders (sft, dpo, ppo, grpo): --runs A B C (or --runs A --runs B)."),
+    typer.Option(
+        "--runs", help="Trained output folders (sft, dpo, ppo, grpo, rloo): --runs A B C (or --runs A --runs B)."
+    ),
 ]
 PipelineRecipe = Annotated[
     Path | None,
@@ -178,4 +201,23 @@ TinyModelDir = Annotated[Path, typer.Option(help="Where the tiny model is built 
 DemoSet = Annotated[
     list[str] | None,
     typer.Option("--set", help="Change one step's recipe: --set sft.train.num_train_epochs=4, --set compare.limit=50."),
+]
+
+# ask
+Questions = Annotated[
+    list[str] | None, typer.Argument(help="Questions (none: one per line from stdin).", show_default=False)
+]
+AskModel = Annotated[
+    str, typer.Option(help="Model or adapter folder; its recipe.resolved.toml gives the prompt and [eval] keys.")
+]
+AskDb = Annotated[
+    str, typer.Option(help="Database the questions are about: a .sqlite/.duckdb file or postgresql:// URI.")
+]
+AskRows = Annotated[int, typer.Option(help="Rows of each result to show.")]
+AskSamples = Annotated[
+    int | None, typer.Option(help="eval.samples: sample N per question and answer with the vote over their results.")
+]
+AskJson = Annotated[
+    bool,
+    typer.Option("--json", help="Print one JSON object per question on stdout and nothing else (tables to stderr)."),
 ]

@@ -42,7 +42,7 @@ def load_run(path: Path, name: str) -> Run:
     if not metrics_path.is_file():
         raise UserError(
             f"--runs {path}: no metrics.jsonl in this folder; compare reads the training cost from it "
-            "(give an output folder of sft, dpo, ppo or grpo)"
+            "(give an output folder of sft, dpo, ppo, grpo or rloo)"
         )
     try:
         rows = read_metrics(metrics_path)
@@ -96,9 +96,9 @@ def machine() -> dict[str, Any]:
 
 
 def main_curve_key(stage: str, rows: list[dict[str, Any]]) -> str | None:
-    """The series that shows a run learning: the loss for sft/dpo/rm, the mean reward for grpo/ppo."""
+    """The series that shows a run learning: the loss for sft/dpo/rm, the mean reward for grpo/rloo/ppo."""
     present = {k for r in rows if r.get("event") != "train_end" for k, v in r.items() if isinstance(v, (int, float))}
-    order = ("reward", "rewards/execution/mean", "loss") if stage in ("grpo", "ppo") else ("loss", "reward")
+    order = ("reward", "rewards/execution/mean", "loss") if stage in ("grpo", "rloo", "ppo") else ("loss", "reward")
     return next((k for k in order if k in present), None)
 
 
@@ -180,6 +180,8 @@ def add_paired_stats(records: list[dict[str, Any]], vectors: list[list[bool]], b
             "losses": cmp["losses"],
             "p": cmp["p"],
             "verdict": cmp["verdict"],
+            # what a training minute of this run bought over the baseline: the question the user brings
+            "per_minute": round(cmp["diff"] / (rec["train_seconds"] / 60), 3) if rec.get("train_seconds") else None,
         }
 
 
@@ -263,6 +265,7 @@ def columns(records: list[dict[str, Any]]) -> list[str]:
         "Δ 95% CI",
         "McNemar p",
         f"vs {base}",
+        "Δ EX / train min",
         "hard+ EX %",
         "exec %",
         "train s",
@@ -281,6 +284,7 @@ def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
             r["name"],
             r["stage"],
             *accuracy_cells(r),
+            _fmt((r.get("vs_baseline") or {}).get("per_minute"), "+.2f"),
             _fmt(r["ex_complex"]),
             _fmt(r["executable"]),
             *cost_cells(r, mixed),
@@ -304,7 +308,8 @@ def table_notes(records: list[dict[str, Any]]) -> str:
             f"CI: 95% percentile bootstrap over the questions ({BOOTSTRAP_RESAMPLES} resamples, fixed seed); "
             f"Δ: EX points minus {base}'s on the same questions, CI from a paired bootstrap; p: exact McNemar test "
             f"on the questions exactly one of the two gets right; better / worse: p < {ALPHA:g}, else no "
-            "detectable difference; "
+            "detectable difference; Δ EX / train min: Δ divided by the run's own training minutes (what its "
+            "compute bought over the baseline); "
         )
     return notes + (
         f"hard+ EX: EX on the {n} questions of Spider's hard and extra levels; exec: executable SQL; peak mem: "

@@ -1,7 +1,7 @@
 """`compare --recipe PIPELINE.toml`: run the stages a pipeline recipe names, in order, then compare the policies
 they trained on one eval set (compare.compare_runs).
 
-A pipeline recipe lists steps; each is a command (sft, rm, dpo, ppo, grpo or pairs) with its own recipe (a path
+A pipeline recipe lists steps; each is a command (sft, rm, dpo, ppo, grpo, rloo or pairs) with its own recipe (a path
 relative to the pipeline file) and `--set` overrides. Steps talk to each other only through the folders their
 recipes name (dpo's data.train is the pairs step's output, ppo's reward.model the rm step's), so each step stays
 a command a user could run by hand, and the pipeline can check the plumbing before anything runs:
@@ -34,21 +34,25 @@ from nl2sql_align.stdio import read_text
 
 log = logging.getLogger(__name__)
 
-POLICY_STAGES = ("sft", "dpo", "ppo", "grpo")  # what writes SQL, so what compare scores
+POLICY_STAGES = ("sft", "dpo", "ppo", "grpo", "rloo")  # what writes SQL, so what compare scores
 STAMP = ".pipeline-step.json"
 
 
 @dataclass
 class StepSection:
     name: str = ""
-    command: Literal["sft", "rm", "dpo", "ppo", "grpo", "pairs"] = "sft"
+    command: Literal["sft", "rm", "dpo", "ppo", "grpo", "rloo", "pairs"] = "sft"
     recipe: str = ""  # relative to the pipeline file
     set: list[str] = field(default_factory=list)  # --set overrides, after the pipeline's own
-    compare: bool | None = None  # score it in the comparison (default: sft, dpo, ppo and grpo steps)
+    compare: bool | None = None  # score it in the comparison (default: sft, dpo, ppo, grpo and rloo steps)
     # Training steps: run through `accelerate launch` on N processes (or as an Accelerate config says), like
     # the stage commands' --num-processes / --accelerate-config.
     num_processes: int = 1
     accelerate_config: str | None = None  # relative to the pipeline file
+    # A compute-matched baseline: train for as long as the named earlier step did (its train_end row), by
+    # "seconds" of the training loop or "tokens" seen; it must start from the same model ([budget] is set).
+    match: str | None = None
+    match_by: Literal["seconds", "tokens"] = "seconds"
 
 
 @dataclass
@@ -136,7 +140,9 @@ def load_pipeline(path: Path, overrides: list[str] | None = None) -> PipelineRec
     pipe: PipelineRecipe = _build(PipelineRecipe, raw, str(path), prefix="")
     pipe.source = str(path)
     if not pipe.steps:
-        raise RecipeError(f"{path}: no [[steps]]; each names a command (sft, rm, dpo, ppo, grpo, pairs) and a recipe")
+        raise RecipeError(
+            f"{path}: no [[steps]]; each names a command (sft, rm, dpo, ppo, grpo, rloo, pairs) and a recipe"
+        )
     names = [s.name for s in pipe.steps]
     for i, s in enumerate(pipe.steps):
         where = f"{path}: steps[{i}]"
@@ -169,7 +175,7 @@ def load_pipeline(path: Path, overrides: list[str] | None = None) -> PipelineRec
         raise RecipeError(f"{path}: [compare] data is not set: the eval set every policy is scored on, e.g. demo:dev")
     if not any(_is_compared(s) for s in pipe.steps):
         raise RecipeError(
-            f"{path}: no step trains a policy to compare (an sft, dpo, ppo or grpo step without compare = false)"
+            f"{path}: no step trains a policy to compare (an sft, dpo, ppo, grpo or rloo step without compare = false)"
         )
     compared = [s.name for s in pipe.steps if _is_compared(s)]
     if pipe.compare.baseline is not None and pipe.compare.baseline not in compared:
@@ -204,7 +210,7 @@ def _step_io(section: StepSection, recipe) -> tuple[Path, list[tuple[str, str]]]
         return output, inputs
     d = recipe.data
     inputs += [(f"data.{k}", v) for k, v in (("train", d.train), ("eval", d.eval), ("eval_pairs", d.eval_pairs)) if v]
-    if section.command in ("ppo", "grpo") and recipe.reward is not None and recipe.reward.model:
+    if section.command in ("ppo", "grpo", "rloo") and recipe.reward is not None and recipe.reward.model:
         inputs.append(("reward.model", recipe.reward.model))
     if not recipe.output_dir:
         raise RecipeError(
@@ -268,8 +274,41 @@ def plan(pipe: PipelineRecipe) -> list[Step]:
                     f"step {step.name} ({step.recipe_path}): {key} = {spec!r} does not exist and no earlier step writes "
                     "it; fix the path, or add the step that makes it"
                 )
+        if step.section.match is not None:
+            _check_match(pipe, step, steps[:i])
         step.fingerprint = _fingerprint(step, {s.name: s.fingerprint for s in steps[:i]})
     return steps
+
+
+def _check_match(pipe: PipelineRecipe, step: Step, before: list[Step]) -> None:
+    """`match = STEP`: an earlier training step that starts from the same model; its result feeds this one."""
+    sec = step.section
+    other = next((s for s in before if s.name == sec.match), None)
+    if other is None or other.command == "pairs":
+        raise RecipeError(f"{pipe.source}: step {step.name}: match = {sec.match!r} is not an earlier training step")
+    if sec.command == "pairs":
+        raise RecipeError(f"{pipe.source}: step {step.name}: pairs does not train; match needs a training step")
+    if step.recipe.model.name_or_path != other.recipe.model.name_or_path:
+        raise RecipeError(
+            f"{pipe.source}: step {step.name} matches {other.name}'s compute but starts from "
+            f"{step.recipe.model.name_or_path!r}, not {other.recipe.model.name_or_path!r}: a compute-matched "
+            "baseline starts where the step it matches starts"
+        )
+    step.upstream.append(other.name)  # its budget comes from that run: retrain when it changes
+
+
+def match_budget(step: Step, steps: list[Step]) -> list[str]:
+    """The `--set budget.*` item a matching step runs with: the matched step's training seconds or tokens."""
+    sec = step.section
+    if sec.match is None:
+        return []
+    other = next(s for s in steps if s.name == sec.match)
+    rows = [json.loads(x) for x in (other.output / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    end = [r for r in rows if r.get("event") == "train_end"][-1]
+    value = end.get("train_seconds") if sec.match_by == "seconds" else end.get("num_tokens")
+    if value is None:
+        raise UserError(f"step {step.name}: {other.name}'s train_end row has no {sec.match_by} to match")
+    return [f"budget.{sec.match_by}={int(value) if sec.match_by == 'tokens' else value}"]
 
 
 def _signature(path: Path) -> Any:
@@ -416,6 +455,7 @@ def run_pipeline(
             continue
         console.rule(label, align="left")
         t = time.time()
+        step.overrides = [*step.overrides, *match_budget(step, steps)]  # after the step it matches has run
         run_step(step, overwrite=overwrite or states[step.name] != "missing", resume=resume)
         rerun.add(step.name)
         row.update(status="ran", seconds=round(time.time() - t, 1))

@@ -14,7 +14,20 @@ import pytest
 from tests.conftest import SPIDER
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["sft", "rm", "dpo", "ppo", "grpo", "pairs", "eval", "data", "validate", "merge", "compare", "demo"]
+STAGE_COMMANDS = ["sft", "rm", "dpo", "ppo", "grpo", "rloo"]
+COMMANDS = [
+    *STAGE_COMMANDS,
+    "pairs",
+    "eval",
+    "ask",
+    "data",
+    "validate",
+    "merge",
+    "compare",
+    "demo",
+    "import-gguf",
+    "db",
+]
 
 
 def cli(*args: str, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -297,9 +310,18 @@ def test_demo_runs_the_shipped_pipeline_end_to_end_on_a_few_steps(tiny_model_dir
         ("dpo", "dpo"),
         ("ppo", "ppo"),
         ("grpo", "grpo"),
+        ("sft-more", "sft"),
     ]
-    assert summary["n"] == 4 and [r["steps"] for r in summary["runs"]] == [2, 2, 2, 1]
-    assert [r["status"] for r in summary["pipeline"]["steps"]] == ["ran"] * 6
+    assert summary["n"] == 4 and [r["steps"] for r in summary["runs"]][:4] == [2, 2, 2, 1]
+    assert summary["data"] == "demo:test" and summary["baseline"] == "sft"
+    assert [r["status"] for r in summary["pipeline"]["steps"]] == ["ran"] * 7
+    # The compute-matched baseline trained for the seconds the grpo step took, from the same SFT start.
+    ends = {
+        name: [json.loads(x) for x in (out / name / "metrics.jsonl").read_text().splitlines() if "train_end" in x][-1]
+        for name in ("grpo", "sft-more")
+    }
+    assert ends["sft-more"]["budget"]["limit"] == ends["grpo"]["train_seconds"]
+    assert 'name_or_path = "out/demo/sft"' in (out / "sft-more" / "recipe.resolved.toml").read_text()
     # PPO was rewarded by the reward model the rm step trained, beside execution.
     ppo_rows = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards/reward_model/mean" in r for r in ppo_rows)

@@ -87,6 +87,7 @@ def test_each_run_gets_an_interval_a_difference_a_p_value_and_a_word():
     assert close["diff"] == pytest.approx(1.33) and close["diff_ci"][0] <= 0 <= close["diff_ci"][1] + 1e-9
     better = by_name["grpo-lr3e-4"]["vs_baseline"]
     assert better["verdict"] == "better" and better["diff"] == pytest.approx(20.0) and better["wins"] == 30
+    assert better["per_minute"] == pytest.approx(20.0 / (573.2 / 60), abs=1e-3)  # EX points per training minute
     assert better["diff_ci"][0] > 0
     worse = by_name["ppo-kl0.05"]["vs_baseline"]
     assert worse["verdict"] == "worse" and worse["losses"] == 30 and worse["diff_ci"][1] < 0

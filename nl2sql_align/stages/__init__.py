@@ -12,7 +12,7 @@ from typing import Any
 
 from nl2sql_align.errors import UserError
 
-STAGES = ("sft", "rm", "dpo", "ppo", "grpo")
+STAGES = ("sft", "rm", "dpo", "ppo", "grpo", "rloo")
 
 # Recipe file names that say which stage they are for (kto/simpo/orpo recipes run under `dpo`).
 _NAME_TO_STAGE = {s: s for s in STAGES} | {"kto": "dpo", "simpo": "dpo", "orpo": "dpo"}
