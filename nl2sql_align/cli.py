@@ -110,6 +110,7 @@ def eval_(
     samples: o.Samples = None,
     temperature: o.Temperature = None,
     backend: o.Backend = None,
+    agent: o.Agent = None,
     limit: o.Limit = None,
     db_dir: o.DbDir = None,
     skip_bad_gold: o.SkipBadGold = False,
@@ -121,8 +122,8 @@ def eval_(
     """Execution accuracy of a model (greedy, self-consistency, pass@k) or a file; flags override [eval] keys."""
     from nl2sql_align.evaluate import check_min_ex, eval_command, eval_flag_overrides
 
-    overrides = eval_flag_overrides(model, set_, metric=metric, keep_distinct=keep_distinct, timeout=timeout,
-                                    samples=samples, temperature=temperature, backend=backend)  # fmt: skip
+    overrides = eval_flag_overrides(model, set_, metric=metric, keep_distinct=keep_distinct, backend=backend,
+                                    timeout=timeout, samples=samples, temperature=temperature, agent=agent)  # fmt: skip
     with results_only_on_stdout(json_ or is_stdio(write_predictions)):
         summary = eval_command(
             data, report, model=model, predictions=predictions, recipe=recipe, overrides=overrides, json_=json_,
@@ -162,9 +163,8 @@ def data_(
     """Print the loaded examples as JSONL, or the exact prompts training will see, or (--stats) what they hold."""
     from nl2sql_align.data.show import data_command
 
-    for line in data_command(
-        spec, recipe, prompts=prompts, stats=stats, json_=json_, limit=limit, db_dir=db_dir, db=db
-    ):
+    lines = data_command(spec, recipe, prompts=prompts, stats=stats, json_=json_, limit=limit, db_dir=db_dir, db=db)
+    for line in lines:
         print_result(line)
 
 

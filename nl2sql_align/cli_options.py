@@ -141,6 +141,9 @@ Samples = Annotated[
 ]
 Temperature = Annotated[float | None, typer.Option(help="eval.temperature for --samples.")]
 Backend = Annotated[str | None, typer.Option(help="eval.backend: auto, hf or vllm (the [vllm] extra).")]
+Agent = Annotated[
+    bool | None, typer.Option(help="eval.agent: let the model run execute_sql tool calls before it answers ([agent]).")
+]
 SkipBadGold = Annotated[bool, typer.Option(help="Leave out examples whose gold SQL fails.")]
 Dialect = Annotated[
     str | None, typer.Option(help="Dialect the predictions are written in (sqlglot name); default: the database's.")

@@ -408,6 +408,11 @@ def model_predictions(generator: Generator, examples, recipe) -> tuple[list[str]
     a recipe's [data] prompt and [eval] settings (`eval.samples` adds the self-consistency candidates)."""
     e = recipe.eval
     check_self_consistency(e)
+    if e.agent:  # the [agent] loop: tool calls on the question's database, then the answer (nl2sql_align/agent.py)
+        from nl2sql_align.agent import agent_outputs
+
+        outputs, sqls, _facts = agent_outputs(generator, examples, recipe)
+        return outputs, sqls, None
     prompt = {
         "schema": recipe.data.schema,
         "system_prompt": recipe.data.system_prompt,
@@ -442,7 +447,7 @@ def eval_recipe(model: str | None, recipe: Path | None, overrides: list[str] | N
 
 def eval_flag_overrides(model: str | None, overrides: list[str] | None, **flags: Any) -> list[str]:
     """`--set` items plus the eval flags as [eval] overrides; generation flags need a model to generate with."""
-    for flag in ("samples", "backend", "temperature"):
+    for flag in ("samples", "backend", "temperature", "agent"):
         if flags.get(flag) is not None and model is None:
             raise UserError(f"--{flag} needs --model: it sets how the model generates")
     return [*(overrides or []), *eval_overrides(**flags)]
@@ -496,6 +501,10 @@ def evaluate(
     summary.update(keep_distinct=e.keep_distinct, timeout=e.timeout, **(info or {}))
     if generator is not None:
         summary["backend"] = generator.backend
+        if e.agent:
+            from nl2sql_align.recipe import AgentSection
+
+            summary["agent"] = {"max_turns": (recipe.agent or AgentSection()).max_turns}
     if e.samples is not None:
         summary.update(samples=e.samples, temperature=e.temperature)
     if report_dir is not None:

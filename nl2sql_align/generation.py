@@ -107,6 +107,37 @@ def sample_completions(
     return outputs
 
 
+def continue_texts(model, tokenizer, texts: list[str], budgets: list[int], batch_size: int = 16) -> list[str]:
+    """Greedy continuation of already rendered conversations (the agent loop's next turn), each at most its
+    budget of new tokens; special tokens are kept, so the caller sees where the turn ended."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    outputs = [""] * len(texts)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        for start in range(0, len(order), max(1, batch_size)):
+            idx = order[start : start + batch_size]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(device)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max(1, max(budgets[i] for i in idx)),
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new = out[:, enc["input_ids"].shape[1] :]
+            for j, i in enumerate(idx):
+                outputs[i] = tokenizer.decode(new[j, : max(1, budgets[i])], skip_special_tokens=False)
+    if was_training:
+        model.train()
+    return outputs
+
+
 def load_tokenizer(model_dir: str):
     """The folder's tokenizer, with a pad token and the chat template every prompt is built with."""
     from transformers import AutoTokenizer
@@ -168,6 +199,9 @@ class HFGenerator:
 
     def complete(self, examples, **kw) -> list[list[str]]:
         return sample_completions(self.model, self.tokenizer, examples, **kw)
+
+    def continue_texts(self, texts: list[str], budgets: list[int], batch_size: int = 16) -> list[str]:
+        return continue_texts(self.model, self.tokenizer, texts, budgets, batch_size)
 
     def close(self) -> None:
         self.model = None
@@ -233,6 +267,26 @@ class VLLMGenerator:
             )
             advance(len(outs))
         return [[c.text for c in o.outputs] for o in outs]  # vLLM returns requests in the order given
+
+    def continue_texts(self, texts: list[str], budgets: list[int], batch_size: int = 16) -> list[str]:
+        """Greedy continuation of rendered conversations (the agent loop), each at most its budget of tokens."""
+        from vllm import SamplingParams
+
+        del batch_size
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        params = [
+            SamplingParams(
+                temperature=0.0,
+                max_tokens=max(1, b),
+                stop_token_ids=[self.tokenizer.eos_token_id],
+                skip_special_tokens=False,
+            )
+            for b in budgets
+        ]
+        outs = self.llm.generate(
+            [{"prompt_token_ids": list(i)} for i in ids], params, use_tqdm=False, lora_request=self.lora
+        )
+        return [o.outputs[0].text for o in outs]
 
     def close(self) -> None:
         # vLLM keeps GPU memory and process groups after the engine is dropped; compare loads one model after

@@ -22,12 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from nl2sql_align.environment import PINNED_KERNELS
 from nl2sql_align.errors import RecipeError, UserError
 from nl2sql_align.stages import STAGES
 from nl2sql_align.stdio import read_text
@@ -490,7 +492,13 @@ def run_pipeline(
 
 
 def run_demo(recipe: Path, model_dir: Path, overrides: list[str] | None, reuse: bool) -> dict[str, Any]:
-    """`nl2sql-align demo` / `make demo`: build the tiny model (reused if present), then the demo pipeline."""
+    """`nl2sql-align demo` / `make demo`: build the tiny model (reused if present), then the demo pipeline.
+
+    The math kernels' code path is pinned first (environment.PINNED_KERNELS, before torch loads here or in a
+    step's process): the same seed then trains the same weights on any x86 CPU with AVX2, instead of weights
+    that depend on whether this CPU has AVX-512 (BENCHMARKS.md, "Reproducibility"). A variable already set wins."""
+    for key, value in PINNED_KERNELS.items():
+        os.environ.setdefault(key, value)
     from nl2sql_align.stages.runner import resolved_command
     from nl2sql_align.tiny_model import ensure_tiny_model
 

@@ -136,6 +136,8 @@ class EvalSection:
     # training always uses the trained model in memory (hf).
     backend: Literal["auto", "hf", "vllm"] = "auto"
     vllm_gpu_memory_utilization: float = 0.9
+    # Evaluate with the [agent] loop (execute_sql tool calls before the answer; defaults when [agent] is absent).
+    agent: bool = False
 
 
 @dataclass(config=TABLE_CONFIG)
@@ -174,6 +176,30 @@ class RewardSection:
     drop_trivial_gold: bool = False
     # Completions (with rewards and verdicts) sampled into completions.jsonl at every logging step.
     log_completions: int = 8
+
+
+@dataclass(config=TABLE_CONFIG)
+class AgentSection:
+    """Multi-turn text-to-SQL (nl2sql_align/agent.py): before answering, the model may call execute_sql(query) on
+    the question's database, in the reward sandbox. grpo trains it; eval with eval.agent = true runs it."""
+
+    max_turns: int = 3  # rounds of tool calls per completion, at least 1 (TRL max_tool_calling_iterations)
+    max_result_rows: int = 10  # rows of a result the model sees
+    max_result_chars: int = 1000  # the rendered result (or error) is cut to this many characters
+    tool_timeout: float | None = None  # seconds per tool query; default: the reward's (eval: eval.timeout)
+    turn_penalty: float = 0.0  # subtracted from the reward per tool call that ran (0: calls are free)
+
+    def problem(self) -> str | None:
+        """What is wrong with these values, or None."""
+        for key, value, low in (("max_turns", self.max_turns, 1), ("max_result_rows", self.max_result_rows, 1),
+                                ("max_result_chars", self.max_result_chars, 40)):  # fmt: skip
+            if value < low:
+                return f"agent.{key} = {value}: give {low} or more"
+        if self.tool_timeout is not None and self.tool_timeout <= 0:
+            return f"agent.tool_timeout = {self.tool_timeout}: give seconds above 0 (or leave it unset)"
+        if self.turn_penalty < 0:
+            return f"agent.turn_penalty = {self.turn_penalty}: a penalty is 0 or more (it is subtracted)"
+        return None
 
 
 @dataclass(config=TABLE_CONFIG)
@@ -225,6 +251,7 @@ class Recipe:
     quantization: QuantizationSection | None = None  # absent table = no quantization
     eval: EvalSection = field(default_factory=EvalSection)
     reward: RewardSection | None = None  # absent table = the default preset (stages that use rewards)
+    agent: AgentSection | None = None  # absent table = single-turn (grpo); eval.agent uses its defaults
     pairs: PairsSection = field(default_factory=PairsSection)
     preference: PreferenceSection = field(default_factory=PreferenceSection)
     budget: BudgetSection = field(default_factory=BudgetSection)

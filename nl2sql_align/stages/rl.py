@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from nl2sql_align.agent import turns_of
 from nl2sql_align.errors import DataError, RecipeError, failing_gold_error
 from nl2sql_align.recipe import Recipe
 from nl2sql_align.rewards import build_reward_functions, engine_for, specs_for, uses_execution
@@ -88,8 +89,9 @@ def run_with_engine(stage: Stage, recipe: Recipe, build_with, **kwargs) -> Path:
     try:
         return run_stage(stage, recipe, build_with(holder), **kwargs)
     finally:
-        if holder.get("engine") is not None:
-            holder["engine"].close()
+        for key in ("engine", "tool_executor"):  # tool_executor: [agent] tool_timeout's own pool
+            if holder.get(key) is not None:
+                holder[key].close()
 
 
 def reward_preflight(recipe: Recipe, data: tuple[list, list, list]) -> tuple[list[str], tuple[list, list, list]]:
@@ -112,6 +114,9 @@ def reward_preflight(recipe: Recipe, data: tuple[list, list, list]) -> tuple[lis
             f'{recipe.source}: [reward] gives no reward: preset = "none" needs reward.model or [[reward.components]]'
         )
     lines = ["reward: " + " + ".join(terms)]
+    if recipe.agent is not None:
+        a = recipe.agent
+        lines.append(f"agent: execute_sql tool, up to {a.max_turns} rounds, results cut at {a.max_result_chars} chars")
     train, evals, held = data
     if uses_execution(recipe.reward):
         with engine_for(recipe.reward) as engine:
@@ -147,6 +152,14 @@ def check_group_train(values: dict, recipe: Recipe | None, num_processes: int | 
     """A GRPO-family stage's own [train] rule: reward weights belong in [reward], and the batch arithmetic."""
     if recipe is not None and "reward_weights" in recipe.train:
         return "set reward weights in [reward] (weight = ...), not train.reward_weights"
+    if recipe is not None and recipe.agent is not None:
+        if algorithm != "GRPO":
+            return "[agent] (tool calls before the answer) trains with grpo only"
+        if "max_tool_calling_iterations" in recipe.train:
+            return "set the turn budget in [agent] (max_turns = ...), not train.max_tool_calling_iterations"
+        problem = recipe.agent.problem()
+        if problem:
+            return problem
     return check_batch_sizes(values, num_processes, algorithm)
 
 
@@ -210,7 +223,10 @@ def completions_logger_class(base: type) -> type:
             with self.completions_path.open("a", encoding="utf-8") as f:
                 for i in idx:
                     row = {"step": self.state.global_step, "prompt": question_of(self._logs["prompt"][i])}
-                    row["completion"] = completion_text(self._logs["completion"][i])
+                    completion = self._logs["completion"][i]
+                    row["completion"] = completion_text(completion)
+                    if isinstance(completion, list) and len(completion) > 1:  # [agent]: each turn, tool results too
+                        row["turns"] = turns_of(completion)
                     row["rewards"] = {k: rounded(v[i]) for k, v in self._logs["rewards"].items() if i < len(v)}
                     row["advantage"] = (
                         rounded(self._logs["advantages"][i]) if i < len(self._logs["advantages"]) else None
@@ -240,6 +256,13 @@ def group_trainer_builder(trainer_class: Callable[[], type]):
             engine_holder["engine"] = engine
             section = recipe.reward
             funcs, weights = reward_functions_for(section, engine, device=ctx.args.device)
+            extra: dict = {}
+            if recipe.agent is not None:  # multi-turn: TRL's environment_factory, one SQLEnvironment per rollout
+                from nl2sql_align.agent import trainer_kwargs
+
+                extra, funcs, weights = trainer_kwargs(
+                    recipe, engine, funcs, weights, ctx.tokenizer, ctx.args, engine_holder
+                )
             ctx.args.reward_weights = weights
             trainer = completions_logger_class(trainer_class())(
                 model=ctx.model,
@@ -250,6 +273,7 @@ def group_trainer_builder(trainer_class: Callable[[], type]):
                 peft_config=ctx.peft_config,
                 quantization_config=ctx.quantization_config,
                 callbacks=ctx.callbacks,
+                **extra,
             )
             trainer.completions_path = Path(ctx.args.output_dir) / "completions.jsonl"
             trainer.completions_per_log = section.log_completions if section else 8

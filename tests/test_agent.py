@@ -1,0 +1,263 @@
+"""[agent]: the execute_sql environment (same sandbox and refusals as the rewards), capped tool results, the turn
+budget, the eval loop on a scripted policy, and a short GRPO run through TRL's environment_factory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nl2sql_align.agent import (
+    SQLEnvironment,
+    ToolSettings,
+    TurnPenalty,
+    answer_text,
+    call_tool,
+    parse_turn,
+    render_result,
+    run_episodes,
+)
+from nl2sql_align.data import load_examples
+from nl2sql_align.recipe import load_recipe
+from nl2sql_align.rewards import RewardEngine
+from nl2sql_align.sql import ExecResult
+
+END = ("<|im_end|>", "<|endoftext|>")
+
+
+def _call(query: str, name: str = "execute_sql") -> str:
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": {"query": query}}) + "\n</tool_call><|im_end|>"
+
+
+def _answer(sql: str) -> str:
+    return f"```sql\n{sql}\n```<|im_end|>"
+
+
+@pytest.fixture(scope="module")
+def shop_examples():
+    exs = [ex for ex in load_examples("demo:train") if ex.db_id == "shop"]
+    return exs[:2]
+
+
+def test_parse_turn_reads_calls_and_turns_malformed_ones_into_error_observations(spider_db):
+    msg = parse_turn("let me look " + _call("SELECT 1") + "<|endoftext|>junk", END)
+    assert msg["content"] == "let me look"
+    assert msg["tool_calls"] == [
+        {"type": "function", "function": {"name": "execute_sql", "arguments": {"query": "SELECT 1"}}}
+    ]
+    assert "tool_calls" not in parse_turn(_answer("SELECT 1"), END)
+    with RewardEngine(workers=1) as engine:
+        env = SQLEnvironment(engine.executor)
+        env.reset(db_path=str(spider_db), db_engine="sqlite")
+        for text in ('<tool_call>{"name": "execute_sql", "arguments": {"query": "SELECT 1"}', "<tool_call>[1, 2]"):
+            (call,) = parse_turn(text, END)["tool_calls"]
+            name, observation = call_tool(env, call)
+            assert name == "execute_sql" and observation.startswith("error: malformed tool call:"), observation
+        # An unknown tool or unknown arguments: TRL's own error observation, no exception.
+        assert "Tool drop_db not found" in call_tool(env, parse_turn(_call("x", "drop_db"), END)["tool_calls"][0])[1]
+        bad_args = {"type": "function", "function": {"name": "execute_sql", "arguments": {"sql": "SELECT 1"}}}
+        assert "error" in call_tool(env, bad_args)[1]
+        assert call_tool(env, parse_turn(_call("SELECT 41 + 1"), END)["tool_calls"][0])[1].endswith("\n42")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DROP TABLE singer",
+        "SELECT 1; DELETE FROM singer",
+        "ATTACH DATABASE '/tmp/x.db' AS x",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "PRAGMA writable_schema = 1",
+    ],
+)
+def test_tool_refuses_hostile_sql_exactly_as_the_reward_path(spider_db, sql):
+    with RewardEngine(workers=1) as engine:
+        (v,) = engine.judge([f"```sql\n{sql}\n```"], ["SELECT COUNT(*) FROM singer"], [str(spider_db)], ["sqlite"])
+        assert not v.executed and v.error.startswith("refused:"), v.error
+        env = SQLEnvironment(engine.executor)
+        env.reset(db_path=str(spider_db), db_engine="sqlite")
+        assert env.execute_sql(sql) == f"error: {v.error}"
+        assert env.calls == [(sql, f"error: {v.error}")]
+        env.reset(db_path=str(spider_db), db_engine="sqlite")
+        assert env.calls == []  # reset clears the rollout's state
+
+
+def test_tool_results_are_capped(spider_db):
+    with RewardEngine(workers=1) as engine:
+        env = SQLEnvironment(engine.executor, ToolSettings(max_rows=3, max_chars=200))
+        env.reset(db_path=str(spider_db), db_engine="sqlite")
+        many = env.execute_sql(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) SELECT i FROM n"
+        )
+        assert many.splitlines()[0] == "50 rows; columns: i"
+        assert many.splitlines()[1:] == ["1", "2", "3", "... 47 more rows"]
+        wide = env.execute_sql("SELECT *, * FROM singer")
+        assert len(wide) == 200 and wide.endswith("... [cut]")
+    # The executor's own row cap shows as "N+".
+    capped = ExecResult(rows=[(i,) for i in range(5)], columns=["i"], error=None, truncated=True)
+    assert render_result(capped, ToolSettings(max_rows=2)).splitlines() == [
+        "5+ rows; columns: i",
+        "0",
+        "1",
+        "... 3+ more rows",
+    ]
+
+
+class ScriptedGenerator:
+    """A stand-in policy: the i-th turn of every conversation is script[i] (the turn number is read from how
+    many tool results the conversation already holds)."""
+
+    backend = "scripted"
+
+    def __init__(self, tokenizer, script: list[str]):
+        self.tokenizer, self.script, self.seen = tokenizer, script, []
+
+    def continue_texts(self, texts, budgets, batch_size=16):
+        self.seen.extend(texts)
+        return [self.script[min(t.count("<tool_response>"), len(self.script) - 1)] for t in texts]
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from nl2sql_align.generation import load_tokenizer
+
+    return load_tokenizer(str(tiny_model_dir))
+
+
+def test_turn_budget_scores_the_last_answer_or_no_answer(tokenizer, shop_examples):
+    recipe = load_recipe(None, ["agent.max_turns=2", "eval.agent=true", "eval.max_new_tokens=1024"])
+    from nl2sql_align.sql import SQLExecutor
+
+    with SQLExecutor(workers=1) as ex:
+        # Never stops calling tools: 2 rounds run, the third turn's call does not; its text is the answer.
+        gen = ScriptedGenerator(tokenizer, ["```sql\nSELECT 1\n```\n" + _call("SELECT COUNT(*) FROM customers")])
+        (ep,) = run_episodes(gen, shop_examples[:1], recipe, ex)
+        assert [m["role"] for m in ep.messages] == ["assistant", "tool", "assistant", "tool", "assistant"]
+        assert len(gen.seen) == 3 and ep.env.calls and len(ep.env.calls) == 2
+        assert answer_text(ep.messages) == "```sql\nSELECT 1\n```"
+        # Without a code block after the last tool result there is no answer (earlier blocks do not count).
+        gen = ScriptedGenerator(tokenizer, [_answer("SELECT 2") + "", _call("SELECT 1"), _call("SELECT 1")])
+        gen.script[0] = "```sql\nSELECT 2\n```" + _call("SELECT 1")
+        (ep,) = run_episodes(gen, shop_examples[:1], recipe, ex)
+        assert answer_text(ep.messages) == ""
+    # The same rule on a completion as TRL hands it to the rewards, and the turn penalty counts calls that ran.
+    completion = [
+        {"role": "assistant", "content": "```sql\nSELECT 9\n```", "tool_calls": [{}]},
+        {"role": "tool", "name": "execute_sql", "content": "1 row"},
+        {"role": "assistant", "content": "no query here"},
+    ]
+    assert answer_text(completion) == ""
+    assert TurnPenalty(0.1)(completions=[completion, completion[:1]]) == [pytest.approx(-0.1), 0.0]
+
+
+def test_agent_eval_on_a_scripted_policy(tokenizer, shop_examples, tmp_path: Path):
+    from nl2sql_align.evaluate import evaluate
+
+    ex = shop_examples[0]
+    script = [
+        "<tool_call>{not json</tool_call><|im_end|>",  # malformed: an error observation, then the next turn
+        "I will check. " + _call("SELECT COUNT(*) FROM customers"),
+        _answer(ex.sql),
+    ]
+    recipe = load_recipe(None, ["eval.agent=true", "agent.max_turns=3", "eval.max_new_tokens=1024"])
+    gen = ScriptedGenerator(tokenizer, script)
+    summary, preds = evaluate([ex], recipe, generator=gen, report_dir=tmp_path / "r", print_table=False)
+    assert summary["ex"] == 100.0 and summary["agent"] == {"max_turns": 3}
+    assert preds == [ex.sql]
+    row = json.loads((tmp_path / "r" / "per_example.jsonl").read_text().splitlines()[0])
+    assert "error: malformed tool call" in row["output"] and "[tool call] execute_sql" in row["output"]
+    assert "<tool_response>" in gen.seen[-1] and "# Tools" in gen.seen[0]  # results fed back through the template
+    # The same transcript with a wrong final answer is scored wrong; with a budget of 1 round, no answer at all.
+    wrong = ScriptedGenerator(tokenizer, [*script[1:2], _answer("SELECT COUNT(*) FROM products")])
+    assert evaluate([ex], recipe, generator=wrong, print_table=False)[0]["ex"] == 0.0
+    short = load_recipe(None, ["eval.agent=true", "agent.max_turns=1", "eval.max_new_tokens=1024"])
+    summary, preds = evaluate([ex], short, generator=ScriptedGenerator(tokenizer, script), print_table=False)
+    assert preds == [""] and summary["ex"] == 0.0
+
+
+def test_grpo_agent_run_through_trl_environment_factory(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
+    """2 prompts x 2 completions, 2 steps. A random micro model never writes a tool call by itself, so the first
+    turn of one completion per prompt is scripted (a call, then the model continues after the real tool result);
+    everything after that is TRL's loop: parsing, SQLEnvironment, the tool suffix, regeneration, rewards, logs."""
+    import trl
+
+    from nl2sql_align.stages import grpo
+    from tests.conftest import stage_recipe
+
+    original = trl.GRPOTrainer._generate_single_turn
+
+    def scripted_first_turn(self, prompt_ids, images, multimodal_fields, num_generations, **kw):
+        ids, logprobs = original(self, prompt_ids, images, multimodal_fields, num_generations, **kw)
+        if num_generations > 1:  # the first turn (post-tool turns generate one per rollout)
+            call = self.processing_class(_call("SELECT COUNT(*) FROM customers"), add_special_tokens=False)
+            ids = [call["input_ids"] if i % 2 == 0 else x for i, x in enumerate(ids)]
+        return ids, logprobs
+
+    monkeypatch.setattr(trl.GRPOTrainer, "_generate_single_turn", scripted_first_turn)
+    out = tmp_path / "grpo-agent"
+    recipe = stage_recipe(
+        "grpo",
+        tiny_model_dir,
+        out,
+        "data.train_limit=2",
+        'data.eval=""',
+        "train.max_steps=2",
+        "train.num_generations=2",
+        "train.per_device_train_batch_size=4",
+        "train.max_completion_length=200",
+        "train.logging_steps=1",
+        "reward.log_completions=4",
+        "agent.max_turns=2",
+        "agent.turn_penalty=0.05",
+    )
+    assert grpo.run(recipe) == out
+    steps = [x for x in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in x]
+    assert len(steps) == 2
+    assert all(s["tools/call_frequency"] > 0 for s in steps)
+    assert all(s["rewards/turn_penalty/mean"] < 0 for s in steps)
+    rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    multi = [r for r in rows if "turns" in r]
+    assert multi, rows
+    roles = [t["role"] for t in multi[0]["turns"]]
+    assert roles[:3] == ["assistant", "tool", "assistant"]
+    assert multi[0]["turns"][0]["tool_calls"][0]["arguments"] == {"query": "SELECT COUNT(*) FROM customers"}
+    assert multi[0]["turns"][1]["content"].startswith("1 row; columns:")
+    assert "turn_penalty" in multi[0]["rewards"]
+    # The saved tokenizer renders tools (the template the agent trained with).
+    assert "<tool_call>" in json.loads((out / "tokenizer_config.json").read_text()).get("chat_template", "") or (
+        "<tool_call>" in (out / "chat_template.jinja").read_text()
+    )
+
+
+def test_eval_agent_flag_runs_the_loop_with_the_hf_generator(tiny_model_dir: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from nl2sql_align.cli import app
+
+    args = ["eval", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "2", "--agent", "--json"]
+    res = CliRunner().invoke(app, [*args, "--report", str(tmp_path / "r"), "--set", "eval.max_new_tokens=24"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["agent"] == {"max_turns": 3}
+    rows = [json.loads(x) for x in (tmp_path / "r" / "per_example.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["pred"] == "" for r in rows)  # a random model writes no code block: no answer
+    no_model = CliRunner().invoke(app, ["eval", "--data", "demo:dev", "--agent"])
+    assert "--agent needs --model" in str(no_model.exception)
+
+
+def test_agent_settings_are_checked_before_training():
+    from nl2sql_align.stages.rl import check_group_train
+
+    def check(*sets, algorithm="GRPO"):
+        return check_group_train(
+            {"num_generations": 2, "per_device_train_batch_size": 2}, load_recipe(None, list(sets)), 1, algorithm
+        )
+
+    assert check("agent.max_turns=2") is None
+    assert "grpo only" in check("agent.max_turns=2", algorithm="RLOO")
+    assert "agent.max_turns = 0" in check("agent.max_turns=0")
+    assert "[agent]" in check("agent.max_turns=2", "train.max_tool_calling_iterations=4")
+    assert check("train.max_tool_calling_iterations=4") is None  # single-turn: TRL's key is left alone
