@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test smoke bench lint clean
+.PHONY: install demo test smoke bench lint clean device-wheels
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,6 +38,14 @@ bench: install
 	$(PY) scripts/bench_reward.py
 	$(PY) scripts/bench_eval.py
 	$(PY) scripts/bench_stages.py
+	$(PY) scripts/bench_overhead.py
+
+# Wheels for scripts/device_check.sh (the GPU check): what the device image lacks, for its Python 3.12, into .whl.
+DEVICE_PLATFORMS := $(foreach n,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_24_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64,--platform $(n))
+device-wheels: install
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(DEVICE_PLATFORMS) -d .whl $$(grep -v '^#' scripts/device_wheels.txt)
+	du -ch .whl/*.whl | tail -1
 
 lint: install
 	$(VENV)/bin/ruff check nl2sql_align scripts tests
