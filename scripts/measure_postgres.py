@@ -18,7 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure_timeout import CROSS_JOIN, RECURSIVE, UNINTERRUPTIBLE, build_databases, measure_overshoot, render, throughput
+from measure_timeout import (
+    CROSS_JOIN,
+    RECURSIVE,
+    UNINTERRUPTIBLE,
+    build_databases,
+    measure_overshoot,
+    render,
+    throughput,
+)
 
 from nl2sql_align.sql import Database, SQLExecutor
 
