@@ -15,9 +15,11 @@ import re
 from functools import cache
 from typing import Any
 
-# Environment variables that fix the math kernels' code path across x86 CPUs (MKL's conditional numerical
-# reproducibility, torch's CPU dispatch, oneDNN's ISA cap). Set before torch loads: they are read once.
-PINNED_KERNELS = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# Environment variables that fix the math kernels' code path across x86 CPUs with AVX2 (MKL's conditional
+# numerical reproducibility, torch's CPU dispatch, oneDNN's ISA cap). Set before torch loads: they are read once.
+# MKL_CBWR=AVX2 rather than COMPATIBLE: COMPATIBLE made a demo training step 2.3x slower here, AVX2 costs nothing
+# measurable (BENCHMARKS.md, "Reproducibility").
+PINNED_KERNELS = {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 _RECORDED_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", *PINNED_KERNELS)
 
 

@@ -19,10 +19,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from nl2sql_align.environment import PINNED_KERNELS
+
 REPO = Path(__file__).resolve().parents[1]
 
 # What each variant sets on top of the inherited environment ("--set" items go to the recipe).
-PINNED_ISA = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+PINNED_ISA = PINNED_KERNELS  # what `nl2sql-align demo` sets
 VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "default": ({"OMP_NUM_THREADS": "2"}, []),
     "threads1": ({"OMP_NUM_THREADS": "1"}, []),
