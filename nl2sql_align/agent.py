@@ -53,6 +53,15 @@ class MalformedCall(str):
 
 
 def _one_call(raw: str) -> dict:
+    """One `<tool_call>` body -> a call dict; anything unreadable (bad JSON, JSON nested past the recursion limit,
+    a number past Python's digit limit) becomes a malformed call, never an exception."""
+    try:
+        return _parse_call(raw)
+    except Exception as e:  # noqa: BLE001  untrusted model output: RecursionError, ValueError, MemoryError...
+        return _malformed(raw, f"the tool call could not be read ({type(e).__name__})")
+
+
+def _parse_call(raw: str) -> dict:
     body = raw.strip()
     try:
         call = json.loads(body)

@@ -306,8 +306,10 @@ def match_budget(step: Step, steps: list[Step]) -> list[str]:
         return []
     other = next(s for s in steps if s.name == sec.match)
     rows = [json.loads(x) for x in (other.output / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    end = [r for r in rows if r.get("event") == "train_end"][-1]
-    value = end.get("train_seconds") if sec.match_by == "seconds" else end.get("num_tokens")
+    ends = [r for r in rows if r.get("event") == "train_end"]
+    if not ends:
+        raise UserError(f"step {step.name}: {other.name} has no train_end row in its metrics.jsonl to match")
+    value = ends[-1].get("train_seconds") if sec.match_by == "seconds" else ends[-1].get("num_tokens")
     if value is None:
         raise UserError(f"step {step.name}: {other.name}'s train_end row has no {sec.match_by} to match")
     return [f"budget.{sec.match_by}={int(value) if sec.match_by == 'tokens' else value}"]

@@ -23,10 +23,10 @@ import types
 import typing
 from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from pydantic.dataclasses import dataclass
 
 from nl2sql_align.errors import RecipeError
@@ -229,8 +229,8 @@ class BudgetSection:
     # Stop training at the end of the first optimizer step past this many seconds of the training loop, or
     # this many input tokens seen (padding excluded), whichever comes first (stages/budget.py). A pipeline step
     # with `match` sets one of them from another step's train_end row: SFT for as long as GRPO took.
-    seconds: float | None = None
-    tokens: int | None = None
+    seconds: Annotated[float, Field(gt=0)] | None = None
+    tokens: Annotated[int, Field(gt=0)] | None = None
 
 
 @dataclass(config=TABLE_CONFIG)
@@ -426,6 +426,8 @@ def _explain(error: Any, cls: type, raw: dict[str, Any], source: str, prefix: st
             return _unknown_key(where, f"{key}.{unknown}" if key else unknown, unknown, list(_table_fields(inner)))
     where = _where([*_key_parts(prefix), *path], source, overrides)
     value = _dig(raw, path, error["input"])
+    if error["type"] in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"{where}: {key} = {value!r}: {error['msg'].lower()}"  # a right type out of range
     return _wrong_value(where, key, value, tp)
 
 

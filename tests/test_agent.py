@@ -62,6 +62,18 @@ def test_parse_turn_reads_calls_and_turns_malformed_ones_into_error_observations
 
 
 @pytest.mark.parametrize(
+    "body",
+    ["[" * 5000, '{"name": "execute_sql", "arguments": {"query": ' + "1" * 5000 + "}}", "\x00\ud800", "{" * 3000],
+    ids=["deep-nesting", "huge-number", "nul-surrogate", "deep-objects"],
+)
+def test_degenerate_tool_calls_become_error_observations_never_exceptions(body):
+    # What a collapsing RL policy emits: json.loads raises RecursionError / ValueError on these, not JSONDecodeError.
+    msg = parse_turn(f"<tool_call>{body}</tool_call>")
+    (call,) = msg["tool_calls"]
+    assert call["function"]["arguments"]["query"].reason  # a malformed call the tool answers with an error
+
+
+@pytest.mark.parametrize(
     "sql",
     [
         "DROP TABLE singer",

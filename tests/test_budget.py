@@ -80,3 +80,14 @@ def test_match_reads_the_budget_from_the_matched_run(tiny_model_dir: Path, tmp_p
 def test_match_must_start_where_the_matched_step_starts(tiny_model_dir: Path, tmp_path: Path):
     with pytest.raises(RecipeError, match="starts where the step it matches starts"):
         plan(load_pipeline(_matched(tmp_path, tiny_model_dir, str(tiny_model_dir))))
+
+
+def test_a_budget_must_be_positive():
+    from nl2sql_align.errors import RecipeError
+    from nl2sql_align.recipe import load_recipe
+
+    assert load_recipe(None, ["budget.tokens=100"]).budget.tokens == 100
+    with pytest.raises(
+        RecipeError, match=r"--set budget.seconds=0: budget.seconds = 0: input should be greater than 0"
+    ):
+        load_recipe(None, ["budget.seconds=0"])

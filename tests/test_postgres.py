@@ -336,6 +336,9 @@ HOSTILE = [
     "LOCK TABLE singer",
     "SELECT * FROM pg_stat_activity",
     "SELECT * FROM pg_catalog.pg_roles",
+    # the function forms of pg_stat_activity: other workers' query text, gold SQL among it
+    "SELECT query FROM pg_stat_get_activity(NULL)",
+    "SELECT pg_stat_get_backend_activity(s) FROM pg_stat_get_backend_idset() s",
     # two statements, and sleeping past the timeout
     "SELECT 1; DROP TABLE singer",
     "SELECT 1; COPY singer TO '{root}/two.csv'",
@@ -394,7 +397,17 @@ BYPASS = [
     s
     for s in HOSTILE
     if not any(
-        k in s for k in ("pg_stat_activity", "pg_roles", "set_config", "pg_sleep", "advisory", "terminate", "pg_notify")
+        k in s
+        for k in (
+            "pg_stat_activity",
+            "pg_stat_get",
+            "pg_roles",
+            "set_config",
+            "pg_sleep",
+            "advisory",
+            "terminate",
+            "pg_notify",
+        )
     )
 ]
 

@@ -325,6 +325,10 @@ _PG_DANGEROUS_ROLES = (
     "pg_execute_server_program",
     "pg_write_all_data",
     "pg_signal_backend",
+    # can read every session's query text (pg_stat_activity), hence the gold SQL other workers run
+    "pg_read_all_stats",
+    "pg_monitor",
+    "pg_read_all_settings",
 )
 _PG_ROLE_CHECK = """
 SELECT r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolreplication, r.rolbypassrls,

@@ -200,7 +200,9 @@ _PG_DENIED_PREFIXES = (
     "pg_backup_",
     "pg_wal_",
     "pg_copy_",
-    "pg_stat_reset",
+    "pg_stat_",  # pg_stat_get_activity(NULL) / pg_stat_get_backend_activity: other sessions' query text (gold SQL)
+    "pg_show_",
+    "pg_get_",
     "lo_",  # large objects: lo_import/lo_export read and write server files
     "dblink",
     "query_to_",  # query_to_xml(text, ...) runs its text as a query
@@ -234,7 +236,8 @@ def _pg_system_table(node: exp.Table) -> str | None:
     pg_* name, which pg_catalog resolves first), else None."""
     schema = str(node.args["db"].name).lower() if node.args.get("db") is not None else ""
     name = str(node.name).lower()
-    if schema in _PG_SYSTEM_SCHEMAS or schema.startswith("pg_temp") or name.startswith("pg_"):
+    # A bare pg_* name resolves to pg_catalog first; a schema-qualified one is the user's own table.
+    if schema in _PG_SYSTEM_SCHEMAS or schema.startswith("pg_temp") or (not schema and name.startswith("pg_")):
         return f"{schema}.{name}" if schema else name
     return None
 

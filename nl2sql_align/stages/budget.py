@@ -37,8 +37,24 @@ class BudgetStop:
 
             def on_step_end(self, args, state, control, **kwargs):
                 hit = budget.reached(getattr(state, "num_input_tokens_seen", None))
+                if budget.seconds is not None and _any_rank(hit is not None, getattr(args, "device", None)):
+                    hit = hit or {"budget": "seconds", "limit": budget.seconds, "used": "another rank's clock"}
                 if hit is not None and budget.stopped_at is None:
                     budget.stopped_at = {**hit, "step": state.global_step}
                     control.should_training_stop = True
 
         return _CB()
+
+
+def _any_rank(flag: bool, device) -> bool:
+    """`flag` OR-ed over the processes of a distributed run (every rank calls it every step): each rank reads
+    its own clock, and ranks that stopped a step apart would leave the others waiting in a collective forever.
+    The token count needs no such step, the Trainer gathers it already."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device if device is not None else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
