@@ -185,8 +185,11 @@ def test_pipeline_runs_compares_then_reuses_what_is_up_to_date(tiny_model_dir, t
 def test_shipped_demo_pipeline_plans_the_whole_comparison():
     steps = plan(load_pipeline(RECIPES / "compare-demo.toml"))
     by = {s.name: s for s in steps}
-    assert [s.command for s in steps] == ["sft", "pairs", "rm", "dpo", "ppo", "grpo"]
+    assert [s.command for s in steps] == ["sft", "pairs", "rm", "dpo", "ppo", "grpo", "sft"]
     assert by["dpo"].upstream == ["sft", "pairs"] and "rm" in by["ppo"].upstream
     assert by["ppo"].recipe.reward.model == "out/demo/rm"
-    assert [s.name for s in steps if s.compared] == ["sft", "dpo", "ppo", "grpo"]
+    assert [s.name for s in steps if s.compared] == ["sft", "dpo", "ppo", "grpo", "sft-more"]
+    # the compute-matched baseline starts where grpo starts and reruns when grpo changes
+    assert by["sft-more"].recipe.model.name_or_path == by["grpo"].recipe.model.name_or_path == "out/demo/sft"
+    assert "grpo" in by["sft-more"].upstream
     assert all(s.recipe.eval.after_training is False for s in steps)
