@@ -14,52 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from nl2sql_align.recipe import Recipe
-from nl2sql_align.stages import Stage
 from nl2sql_align.stages.rl import (  # noqa: F401  (check_batch_sizes: re-exported for callers of grpo)
     GROUP_TRAIN_DEFAULTS,
     check_batch_sizes,
-    check_group_train,
-    group_for_processes,
-    group_trainer_builder,
-    reward_preflight,
+    group_stage,
     run_with_engine,
 )
-from nl2sql_align.stages.runner import load_stage_examples
 
 TRAIN_DEFAULTS = GROUP_TRAIN_DEFAULTS
-
-
-def config_class(recipe: Recipe | None = None):
-    from trl import GRPOConfig
-
-    return GRPOConfig
-
-
-def train_defaults(recipe: Recipe | None = None) -> dict:
-    return TRAIN_DEFAULTS
-
-
-def check_train(values: dict, recipe: Recipe | None = None, num_processes: int | None = None) -> str | None:
-    return check_group_train(values, recipe, num_processes, "GRPO")
-
-
-def _trainer_class():
-    from trl import GRPOTrainer
-
-    return GRPOTrainer
-
-
-_build_with = group_trainer_builder(_trainer_class)
-
-STAGE = Stage(
-    name="grpo",
-    config_class=config_class,
-    train_defaults=train_defaults,
-    load_data=load_stage_examples,
-    check_train=check_train,
-    preflight=reward_preflight,
-    for_processes=group_for_processes,
-)
+config_class, train_defaults, check_train, _build_with, STAGE = group_stage("grpo", "GRPO", "GRPOConfig", "GRPOTrainer")
 
 
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:

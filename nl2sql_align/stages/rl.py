@@ -22,6 +22,7 @@ from nl2sql_align.rewards import build_reward_functions, engine_for, specs_for, 
 from nl2sql_align.rewards.engine import completion_text
 from nl2sql_align.stages import Stage
 from nl2sql_align.stages.runner import StageContext, run_stage
+from nl2sql_align.stages.setup import load_stage_examples
 
 
 def rl_rows(examples, recipe: Recipe) -> list[dict]:
@@ -282,3 +283,36 @@ def group_trainer_builder(trainer_class: Callable[[], type]):
         return build
 
     return build_with
+
+
+def group_stage(name: str, algorithm: str, config: str, trainer: str):
+    """What a GRPO-family stage module (grpo, rloo) is made of, given its TRL config and trainer class names:
+    (config_class, train_defaults, check_train, build_with, Stage). The module keeps its own `run` over its
+    module-level `build_with`, so tests can swap that for a spy."""
+
+    def config_class(recipe: Recipe | None = None) -> type:
+        import trl
+
+        return getattr(trl, config)
+
+    def train_defaults(recipe: Recipe | None = None) -> dict:
+        return GROUP_TRAIN_DEFAULTS
+
+    def check_train(values: dict, recipe: Recipe | None = None, num_processes: int | None = None) -> str | None:
+        return check_group_train(values, recipe, num_processes, algorithm)
+
+    def trainer_class() -> type:
+        import trl
+
+        return getattr(trl, trainer)
+
+    stage = Stage(
+        name=name,
+        config_class=config_class,
+        train_defaults=train_defaults,
+        load_data=load_stage_examples,
+        check_train=check_train,
+        preflight=reward_preflight,
+        for_processes=group_for_processes,
+    )
+    return config_class, train_defaults, check_train, group_trainer_builder(trainer_class), stage

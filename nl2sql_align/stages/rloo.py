@@ -15,51 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from nl2sql_align.recipe import Recipe
-from nl2sql_align.stages import Stage
-from nl2sql_align.stages.rl import (
-    GROUP_TRAIN_DEFAULTS,
-    check_group_train,
-    group_for_processes,
-    group_trainer_builder,
-    reward_preflight,
-    run_with_engine,
-)
-from nl2sql_align.stages.runner import load_stage_examples
+from nl2sql_align.stages.rl import GROUP_TRAIN_DEFAULTS, group_stage, run_with_engine
 
 TRAIN_DEFAULTS = GROUP_TRAIN_DEFAULTS
-
-
-def config_class(recipe: Recipe | None = None):
-    from trl import RLOOConfig
-
-    return RLOOConfig
-
-
-def train_defaults(recipe: Recipe | None = None) -> dict:
-    return TRAIN_DEFAULTS
-
-
-def check_train(values: dict, recipe: Recipe | None = None, num_processes: int | None = None) -> str | None:
-    return check_group_train(values, recipe, num_processes, "RLOO")
-
-
-def _trainer_class():
-    from trl import RLOOTrainer
-
-    return RLOOTrainer
-
-
-_build_with = group_trainer_builder(_trainer_class)
-
-STAGE = Stage(
-    name="rloo",
-    config_class=config_class,
-    train_defaults=train_defaults,
-    load_data=load_stage_examples,
-    check_train=check_train,
-    preflight=reward_preflight,
-    for_processes=group_for_processes,
-)
+config_class, train_defaults, check_train, _build_with, STAGE = group_stage("rloo", "RLOO", "RLOOConfig", "RLOOTrainer")
 
 
 def run(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
