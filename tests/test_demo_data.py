@@ -308,7 +308,7 @@ def test_test_split_is_disjoint_and_measures_generalisation(examples):
     assert len(test) >= 130 and {e["db"] for e in test} == set(demo.DB_IDS)
     assert not {e["question"] for e in test} & seen_questions
     kinds = Counter(e["id"].rsplit("-", 1)[1] for e in test)
-    assert kinds["new_values"] >= 30 and kinds["new_combination"] >= 60 and kinds["value_variant"] >= 10
+    assert kinds["new_values"] >= 100 and kinds["new_combination"] >= 20 and kinds["value_variant"] >= 10
     train_shapes = {_skeleton(e["sql"]) for e in train}
     for e in test:
         kind = e["id"].rsplit("-", 1)[1]
