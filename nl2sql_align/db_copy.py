@@ -31,6 +31,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from nl2sql_align.data.schema import read_schema
 from nl2sql_align.errors import DataError
 from nl2sql_align.sql.backends import Database, is_dsn, redact_dsn
 
@@ -153,38 +154,21 @@ def _duckdb_type(declared: str) -> str:
 
 
 def _read_duckdb(path: str) -> tuple[list[_Table], Any]:
+    """The tables, keys and NOT NULL flags as data/schema.py reads them for prompts (one DuckDB catalogue
+    reader), and a read-only connection for the rows."""
     import duckdb
 
-    conn = duckdb.connect(path, read_only=True, config={"enable_external_access": False})
-    tables = []
-    names = [
-        r[0]
-        for r in conn.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' AND NOT internal ORDER BY table_oid"
-        ).fetchall()
-    ]
-    for name in names:
-        cols = conn.execute(
-            "SELECT column_name, data_type, is_nullable FROM duckdb_columns() WHERE schema_name = 'main' "
-            "AND table_name = ? ORDER BY column_index",
-            [name],
-        ).fetchall()
-        pk: list[str] = []
-        fks = []
-        for ctype, ccols, ref_table, ref_cols in conn.execute(
-            "SELECT constraint_type, constraint_column_names, referenced_table, referenced_column_names "
-            "FROM duckdb_constraints() WHERE schema_name = 'main' AND table_name = ? "
-            "AND constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY') ORDER BY constraint_index",
-            [name],
-        ).fetchall():
-            if ctype == "PRIMARY KEY":
-                pk = list(ccols)
-            else:
-                fks.append((list(ccols), ref_table, list(ref_cols)))
-        tables.append(
-            _Table(name, [(c, _duckdb_type(t)) for c, t, _ in cols], pk, [c for c, _, n in cols if not n], fks)
+    tables = [
+        _Table(
+            t.name,
+            [(c.name, _duckdb_type(c.type)) for c in t.columns],
+            list(t.primary_key),
+            [c.name for c in t.columns if c.not_null or c.name in t.primary_key],
+            list(t.foreign_keys),
         )
-    return tables, conn
+        for t in read_schema(Database(path, "duckdb"), example_values=0)
+    ]
+    return tables, duckdb.connect(path, read_only=True, config={"enable_external_access": False})
 
 
 # --- writing ------------------------------------------------------------------------------------------------

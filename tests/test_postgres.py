@@ -187,6 +187,29 @@ def test_copy_keeps_tables_rows_and_keys(cluster) -> None:
     assert keys == 4
 
 
+def test_copy_from_duckdb_keeps_rows_keys_and_not_null(cluster) -> None:
+    import duckdb
+
+    from nl2sql_align.data.demo import demo_dir
+    from nl2sql_align.db_copy import copy_database
+
+    src = demo_dir() / "databases" / "shop.duckdb"
+    report = copy_database(src, cluster.dsn("shop_copy"))
+    con = duckdb.connect(str(src), read_only=True)
+    want = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in report.tables}
+    con.close()
+    assert report.tables == want and set(want) == {"customers", "suppliers", "products", "orders"}
+    with cluster.admin("shop_copy") as conn:
+        kinds = conn.execute(
+            "SELECT constraint_type, count(*) FROM information_schema.table_constraints "
+            "WHERE table_schema = 'public' AND constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY') GROUP BY 1"
+        ).fetchall()
+        nullable = conn.execute(
+            "SELECT is_nullable FROM information_schema.columns WHERE table_name = 'customers' AND column_name = 'id'"
+        ).fetchone()[0]
+    assert dict(kinds) == {"PRIMARY KEY": 4, "FOREIGN KEY": 3} and nullable == "NO"
+
+
 def test_copy_refuses_existing_tables_unless_replace(cluster) -> None:
     from nl2sql_align.db_copy import copy_database
     from nl2sql_align.errors import DataError
