@@ -1,6 +1,6 @@
 """Measure how far past its timeout the SQL sandbox stops runaway queries, and its throughput.
 
-    python scripts/measure_timeout.py [--timeout 1.0] [--repeats 3] [--queries 2000]
+    python scripts/measure_timeout.py [--timeout 1.0] [--repeats 3] [--queries 2000] [--dsn postgresql://...]
 
 For SQLite and DuckDB: wall time over the timeout (what a caller waits beyond it) for a never-ending
 recursive CTE, a huge cross join (both stopped inside the worker), and one uninterruptible function call
@@ -24,6 +24,8 @@ CROSS_JOIN = "SELECT count(*) FROM " + ", ".join(f"singer AS s{i}" for i in rang
 UNINTERRUPTIBLE = {
     "sqlite": "SELECT count(printf('%.*c', 2000000000, 'a')) FROM singer",
     "duckdb": "SELECT levenshtein(repeat('a', 60000), repeat('b', 60000))",
+    # PostgreSQL's statement_timeout stops this one in the server; the label is the same for the table's sake
+    "postgres": "SELECT count(*) FROM generate_series(1, 100000000000)",
 }
 
 
@@ -94,10 +96,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--queries", type=int, default=2000, help="trivial queries per engine for throughput")
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument(
+        "--dsn",
+        default=None,
+        help="also a PostgreSQL database with Spider's concert_singer `singer` table, read by a SELECT-only role "
+        "(`nl2sql-align db copy SRC DSN --reader nl2sql_reader` makes both)",
+    )
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, SQLExecutor(workers=args.workers, timeout=args.timeout) as ex:
         dbs = build_databases(Path(tmp))
+        if args.dsn:
+            dbs["postgres"] = Database.from_path(args.dsn)
         ex.execute_many([(db, "SELECT 1") for db in dbs.values()] * ex.num_workers)  # start-up is not timed
         rows = []
         for engine, db in dbs.items():
