@@ -102,10 +102,19 @@ def parse_turn(text: str, end_tokens: tuple[str, ...] = ()) -> dict:
     return msg
 
 
+def turn_ends(tokenizer) -> tuple[str, ...]:
+    """The texts a generated turn ends at, in training (TRL's parser) and in eval alike: the tokenizer's EOS and
+    pad, and ChatML's end-of-turn and end-of-text markers (a model whose EOS is another token still closes a
+    ChatML turn with <|im_end|>)."""
+    return tuple(
+        dict.fromkeys(t for t in (tokenizer.eos_token, tokenizer.pad_token, "<|im_end|>", "<|endoftext|>") if t)
+    )
+
+
 def install_parser(tokenizer) -> None:
     """Make TRL parse generated turns with `parse_turn` (TRL calls `tokenizer.parse_response` when the tokenizer
     has a response template), so training and evaluation read tool calls the same way."""
-    end = tuple(t for t in (tokenizer.eos_token, tokenizer.pad_token, "<|im_end|>", "<|endoftext|>") if t)
+    end = turn_ends(tokenizer)
 
     def parse_response(ids, prefix=None, tools=None, **kw):
         return parse_turn(tokenizer.decode(list(ids), skip_special_tokens=False), end)
@@ -410,7 +419,7 @@ def run_episodes(generator, examples, recipe, executor: SQLExecutor) -> list[Epi
     prepare_tokenizer(tok)
     e = recipe.eval
     settings = tool_settings(section)
-    end = tuple(t for t in (tok.eos_token, tok.pad_token) if t)
+    end = turn_ends(tok)
     prompts = agent_prompt_texts(tok, examples, recipe.data.schema, recipe.data.system_prompt)
     episodes = []
     for ex, text in zip(examples, prompts, strict=True):

@@ -190,6 +190,7 @@ def compare(
     limit: o.Limit = None,
     metric: o.CompareMetric = None,
     baseline: o.CompareBaseline = None,
+    seeds: o.CompareSeeds = None,
     db_dir: o.DbDir = None,
     set_: o.PipelineSet = None,
     overwrite: o.CompareOverwrite = False,
@@ -204,7 +205,7 @@ def compare(
     with results_only_on_stdout(json_):  # `--runs A B C`: click takes A for --runs, B and C land in ctx.args
         summary = compare_command(
             runs, list(ctx.args), recipe, data=data, report=report, limit=limit, metric=metric, db_dir=db_dir,
-            overrides=set_, overwrite=overwrite, reuse=reuse, resume=resume, baseline=baseline,
+            overrides=set_, overwrite=overwrite, reuse=reuse, resume=resume, baseline=baseline, seeds=seeds,
         )  # fmt: skip
         print_table(summary)
     print_result(json.dumps(summary, ensure_ascii=False, indent=2, default=str) if json_ else str(summary["report"]))
@@ -218,7 +219,7 @@ def demo(
     reuse: o.Reuse = True,
 ) -> None:
     """The whole job on the embedded demo: build the tiny model, then SFT, pairs -> RM -> DPO and PPO, and GRPO,
-    then score every policy on demo:dev beside its training cost (what `make demo` runs)."""
+    then score every policy on the held-out demo:test beside its training cost (what `make demo` runs)."""
     from nl2sql_align.compare import print_table
     from nl2sql_align.pipeline import run_demo
 

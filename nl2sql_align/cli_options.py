@@ -133,7 +133,10 @@ WritePredictions = Annotated[
 EvalRecipe = Annotated[
     Path | None, typer.Option(help="Recipe for the prompt and [eval] settings (default: the model's own).")
 ]
-Metric = Annotated[str | None, typer.Option(help="eval.metric: spider (test-suite) or bird (set equality).")]
+Metric = Annotated[
+    str | None,
+    typer.Option(help="eval.metric: spider (test-suite), bird (set equality) or bird-f1 (bird's EX plus Soft-F1)."),
+]
 KeepDistinct = Annotated[bool | None, typer.Option(help="eval.keep_distinct (Spider metric).")]
 Timeout = Annotated[float | None, typer.Option(help="eval.timeout: seconds per query.")]
 Samples = Annotated[
@@ -189,7 +192,11 @@ CompareBaseline = Annotated[
     str | None,
     typer.Option(help="Run the others are tested against (default: the first sft run, else the first run)."),
 ]
-CompareMetric = Annotated[str | None, typer.Option(help="spider or bird (default: the runs' eval.metric).")]
+CompareSeeds = Annotated[
+    int | None,
+    typer.Option(help="--recipe: train every step with N seeds; report the spread across seeds ([compare] seeds)."),
+]
+CompareMetric = Annotated[str | None, typer.Option(help="spider, bird or bird-f1 (default: the runs' eval.metric).")]
 PipelineSet = Annotated[
     list[str] | None,
     typer.Option("--set", help="Pipeline: --set STEP.train.learning_rate=1e-5, or --set compare.limit=50."),

@@ -342,6 +342,8 @@ def result_tables(recs: list[dict[str, Any]]) -> list[str]:
 
 
 def write_markdown(summary: dict[str, Any], path: Path) -> None:
+    from nl2sql_align.seeds import seed_markdown
+
     recs = summary["runs"]
     m = summary["machine"]
     lines = [
@@ -354,6 +356,7 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         f"(with {summary['n']} questions, one question is {100 / max(1, summary['n']):.2f} EX points).",
         "",
         *result_tables(recs),
+        *seed_markdown(summary),
         "",
         f"Machine (this comparison): {m['platform']}, Python {m['python']}, {m['cpus']} CPUs, {m['gpu']}.",
         "",
@@ -453,7 +456,10 @@ def terminal_tables(summary: dict[str, Any]) -> list:
         cost.caption += (
             f"\npipeline {pipe['total_seconds']:.0f} s: {step_times(pipe)}, compare {pipe['compare_seconds']:.0f} s"
         )
-    return [acc, cost]
+    from nl2sql_align.seeds import seed_table
+
+    seeds = seed_table(summary)
+    return [acc, cost] if seeds is None else [acc, seeds, cost]
 
 
 def print_table(summary: dict[str, Any], console=None) -> None:
@@ -517,8 +523,10 @@ def score_runs(
     """Evaluate each run on `data` (each run's per-example report under report/runs/<name>/) with the one
     `evaluate`, then test each against the baseline run on the same questions (`add_paired_stats`; `baseline`
     names it, default the first sft run, else the first); returns the summary and the runs, for write_comparison."""
-    if metric not in (None, "spider", "bird"):
-        raise UserError(f"--metric {metric!r}: choose spider or bird")
+    from nl2sql_align.sql.results import METRICS
+
+    if metric not in (None, *METRICS):
+        raise UserError(f"--metric {metric!r}: choose {', '.join(METRICS)}")
     if not paths:
         raise UserError("--runs: give at least one output folder")
     names = names or run_names(paths)
@@ -589,6 +597,7 @@ def compare_command(
     reuse: bool,
     resume: bool,
     baseline: str | None = None,
+    seeds: int | None = None,
 ) -> dict[str, Any]:
     """`nl2sql-align compare`: --runs DIR... scores trained outputs; --recipe PIPELINE trains, then compares
     (options given on the command line override the pipeline's [compare]); `baseline` (--baseline NAME) names the
@@ -605,14 +614,14 @@ def compare_command(
     if recipe is not None:
         if extra:
             raise UserError(f"compare --recipe: unexpected argument(s) {' '.join(extra)}")
-        flags = {"data": data, "limit": limit, "metric": metric, "db_dir": db_dir, "baseline": baseline}
+        flags = {"data": data, "limit": limit, "metric": metric, "db_dir": db_dir, "baseline": baseline, "seeds": seeds}
         sets = [*(overrides or []), *(f"compare.{k}={json.dumps(v)}" for k, v in flags.items() if v is not None)]
         summary = run_pipeline(
             recipe, sets, report=report, overwrite=overwrite, reuse=reuse, resume=resume, command=resolved_command()
         )
         return {**summary, "report": summary["pipeline"]["report"]}
-    if overrides or resume or not reuse:
-        raise UserError("compare --runs: --set, --no-reuse and --resume apply to --recipe pipelines")
+    if overrides or resume or not reuse or seeds is not None:
+        raise UserError("compare --runs: --set, --seeds, --no-reuse and --resume apply to --recipe pipelines")
     if data is None:
         raise UserError("compare --runs: --data is required (the eval set every run is scored on, e.g. demo:dev)")
     report = report or Path("out/compare")

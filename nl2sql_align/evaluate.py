@@ -1,8 +1,9 @@
 """Evaluation: execution scoring, metrics, reports (generation lives in `nl2sql_align.generation`).
 
-Scoring follows the official semantics (`spider`: test-suite execution match; `bird`: set equality), with gold
-and prediction executed on the same engine, in the sandbox, each on its own cursor, and gold results computed
-once per (database, gold SQL) before any prediction runs.
+Scoring follows the official semantics (`spider`: test-suite execution match; `bird`: set equality; `bird-f1`:
+BIRD's set equality plus BIRD mini-dev's Soft-F1 per example), with gold and prediction executed on the same
+engine, in the sandbox, each on its own cursor, and gold results computed once per (database, gold SQL) before
+any prediction runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from nl2sql_align.predictions import format_for_path, read_predictions
 from nl2sql_align.predictions import write_predictions as save_predictions
 from nl2sql_align.recipe import RESOLVED_NAME, Recipe, load_recipe
 from nl2sql_align.sql import ExecResult, QueryRewriter, SQLExecutor, verdict
+from nl2sql_align.sql.results import soft_f1
 from nl2sql_align.stdio import is_stdio
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,8 @@ def score_predictions(
     candidates: list[list[str]] | None = None,
     memo: dict | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per example: index, id, db, gold, pred, correct, executable, error (and hardness, raw output).
+    """One row per example: index, id, db, gold, pred, correct, executable, error (and hardness, raw output);
+    under metric "bird-f1" also soft_f1, BIRD mini-dev's Soft-F1 of the prediction (0.0 when it failed).
 
     With `candidates` (sampled SQL, a list per example), every candidate is executed too (each distinct
     (database, SQL) once) and the row gains the self-consistency answer (`vote`): voted_pred, voted_index,
@@ -122,6 +125,8 @@ def score_predictions(
             "executable": p.ok,
             "error": p.error,
         }
+        if metric == "bird-f1":
+            row["soft_f1"] = soft_f1(g, p)
         if ex.dialect:  # the gold's dialect, so its Spider level is read the way it executes
             row["dialect"] = ex.dialect
         if raw_outputs is not None:
@@ -167,8 +172,8 @@ def result_key(result: ExecResult, metric: str = "spider") -> Hashable | None:
 
     Spider: the multiset of rows (order-insensitive, duplicates count, like the metric's comparison without an
     ORDER BY) plus whether the result was cut at the row cap (the metric never matches a cut result with an uncut
-    one). BIRD: the set of rows, as its metric. Column order matters in both: the Spider metric's column
-    permutation search is not a hashable equivalence, and two results that only permute columns are rare."""
+    one). BIRD (bird, bird-f1): the set of rows, as its metric. Column order matters in both: the Spider metric's
+    column permutation search is not a hashable equivalence, and two results that only permute columns are rare."""
     if not result.ok:
         return None
     rows = result.rows or []
@@ -176,7 +181,7 @@ def result_key(result: ExecResult, metric: str = "spider") -> Hashable | None:
         hash(tuple(rows))
     except TypeError:  # a cell holding a list or map (DuckDB LIST/STRUCT): group on its text instead
         rows = [tuple(repr(v) for v in row) for row in rows]
-    if metric == "bird":
+    if metric != "spider":  # bird, bird-f1: BIRD's sets
         return frozenset(rows)
     return frozenset(Counter(rows).items()), bool(result.truncated)
 
@@ -260,7 +265,8 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """EX and executable rate (percent) overall, per level ("ex_by_hardness"), for the complex Spider levels
     hard + extra together ("ex_complex", when there are any) and per database ("ex_by_db"). With sampled
     candidates (eval samples), each group also has the voted EX ("ex_voted", maj@N) and "pass_at_k" ({k: percent},
-    `pass_at_k_by_k`). Fills in each row's "level" (`add_levels`) and "samples_correct" (`add_sample_counts`)."""
+    `pass_at_k_by_k`). Under metric "bird-f1" each group also has "soft_f1", the mean Soft-F1 in percent. Fills in
+    each row's "level" (`add_levels`) and "samples_correct" (`add_sample_counts`)."""
     from nl2sql_align.sql.hardness import COMPLEX_LEVELS
 
     add_levels(rows)
@@ -272,11 +278,14 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         return round(100.0 * sum(xs) / len(xs), 2) if xs else 0.0
 
     voted = bool(rows) and all("voted_correct" in r for r in rows)
+    soft = bool(rows) and all("soft_f1" in r for r in rows)
     overall_pass = pass_at_k_by_k(rows)
     sampled = bool(overall_pass)
 
     def group(rs: list[dict[str, Any]]) -> dict[str, Any]:
         g = {"n": len(rs), "ex": pct(r["correct"] for r in rs), "executable": pct(r["executable"] for r in rs)}
+        if soft:
+            g["soft_f1"] = pct(r["soft_f1"] for r in rs)
         if voted:
             g["ex_voted"] = pct(r["voted_correct"] for r in rs)
         if sampled:
@@ -289,6 +298,8 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         "ex": pct(r["correct"] for r in rows),
         "executable": pct(r["executable"] for r in rows),
     }
+    if soft:
+        out["soft_f1"] = pct(r["soft_f1"] for r in rows)
     if voted:
         out["ex_voted"] = pct(r["voted_correct"] for r in rows)
     if sampled:
@@ -336,11 +347,12 @@ def write_report(rows: list[dict[str, Any]], summary: dict[str, Any], report_dir
 
 def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") -> None:
     """Two tables: EX per level (with hard + extra as "complex"), then EX per database. With samples, greedy
-    EX, maj@N (the voted EX) and pass@k side by side."""
+    EX, maj@N (the voted EX) and pass@k side by side; under metric "bird-f1", Soft-F1 beside EX."""
     from rich.console import Console
     from rich.table import Table
 
     voted = "ex_voted" in summary
+    soft = "soft_f1" in summary
     samples = summary.get("samples", "?")
     ks = list(summary.get("pass_at_k") or {})
 
@@ -348,9 +360,10 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
         table = Table(title=title)
         table.add_column(first, overflow="fold")
         # Short headers with samples (percent said in the caption), so the pass@k columns fit 80 columns.
-        cols = ["n", "EX %", "executable %"]
+        cols = ["n", "EX %", *(["Soft-F1 %"] if soft else []), "executable %"]
         if voted or ks:
-            cols = ["n", "EX", *([f"maj@{samples}"] if voted else []), *(f"pass@{k}" for k in ks), "exec"]
+            cols = ["n", "EX", *(["F1"] if soft else []), *([f"maj@{samples}"] if voted else [])]
+            cols += [*(f"pass@{k}" for k in ks), "exec"]
         for col in cols:
             table.add_column(col, justify="right", overflow="fold")
         return table
@@ -358,6 +371,8 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
     def add(table: Table, name: str, g: dict[str, Any], style: str | None = None) -> None:
         executable = f"{g['executable']:.1f}" if "executable" in g else ""
         cells = [str(g["n"]), f"{g['ex']:.1f}"]
+        if soft:
+            cells.append(f"{g['soft_f1']:.1f}" if "soft_f1" in g else "")
         if voted:
             cells.append(f"{g['ex_voted']:.1f}" if "ex_voted" in g else "")
         pass_at = g.get("pass_at_k") or {}
@@ -372,8 +387,10 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
     if "ex_complex" in summary:
         add(levels, "complex (hard+extra)", summary["ex_complex"], style="italic")
     levels.caption = f"metric: {summary['metric']}"
+    if soft:
+        levels.caption += " (EX: set equality; Soft-F1: BIRD mini-dev's, mean per question)"
     if voted or ks:
-        levels.caption += "; all figures in percent; exec: executable"
+        levels.caption += "; all figures in percent; exec: executable" + ("; F1: Soft-F1" if soft else "")
     if voted:
         levels.caption += (
             f"; EX: greedy; maj@{samples}: the voted EX, the majority of {samples} samples at temperature "

@@ -62,9 +62,11 @@ class ComparePlanSection:
     data: str = ""  # the eval set every compared policy is scored on
     report: str = "out/compare"
     limit: int | None = None
-    metric: Literal["spider", "bird"] = "spider"
+    metric: Literal["spider", "bird", "bird-f1"] = "spider"
     db_dir: str | None = None
     baseline: str | None = None  # the step the others are tested against (default: the first sft step)
+    # Rerun the whole pipeline with this many seeds (seeds.py): the spread across seeds beside the intervals.
+    seeds: int = 1
 
 
 @dataclass
@@ -173,6 +175,8 @@ def load_pipeline(path: Path, overrides: list[str] | None = None) -> PipelineRec
         if head not in names:
             raise RecipeError(f"--set {item!r}: no step named {head!r} in {path} (steps: {', '.join(names)})")
         pipe.steps[names.index(head)].set.append(override)
+    if pipe.compare.seeds < 1:
+        raise RecipeError(f"{path}: [compare] seeds = {pipe.compare.seeds}; give 1 (one run per step) or more")
     if not pipe.compare.data:
         raise RecipeError(f"{path}: [compare] data is not set: the eval set every policy is scored on, e.g. demo:dev")
     if not any(_is_compared(s) for s in pipe.steps):
@@ -229,8 +233,9 @@ def _writer(path: str, steps: list[Step]) -> Step | None:
     return None
 
 
-def plan(pipe: PipelineRecipe) -> list[Step]:
-    """Load and validate every step's recipe, trace which step feeds which, and fingerprint them. Nothing runs."""
+def plan(pipe: PipelineRecipe, extra: dict[str, list[str]] | None = None) -> list[Step]:
+    """Load and validate every step's recipe, trace which step feeds which, and fingerprint them. Nothing runs.
+    `extra`: more overrides per step name, after the pipeline's and the step's own (a seed's copy, seeds.py)."""
     from nl2sql_align.recipe import load_recipe
     from nl2sql_align.stages import load_stage_recipe
 
@@ -240,7 +245,7 @@ def plan(pipe: PipelineRecipe) -> list[Step]:
         path = base / sec.recipe
         if not path.is_file():
             raise RecipeError(f"{pipe.source}: step {sec.name}: recipe {sec.recipe!r} not found (looked at {path})")
-        overrides = [*pipe.set, *sec.set]
+        overrides = [*pipe.set, *sec.set, *(extra or {}).get(sec.name, [])]
         try:
             recipe = (
                 load_recipe(path, overrides)
@@ -280,6 +285,14 @@ def plan(pipe: PipelineRecipe) -> list[Step]:
             _check_match(pipe, step, steps[:i])
         step.fingerprint = _fingerprint(step, {s.name: s.fingerprint for s in steps[:i]})
     return steps
+
+
+def plan_seeds(pipe: PipelineRecipe) -> list[list[Step]]:
+    """The planned steps of each seed's copy of the pipeline ([compare] seeds; seed 0 is the pipeline as written)."""
+    from nl2sql_align.seeds import seed_overrides
+
+    first = plan(pipe)
+    return [first, *(plan(pipe, seed_overrides(first, k)) for k in range(1, pipe.compare.seeds))]
 
 
 def _check_match(pipe: PipelineRecipe, step: Step, before: list[Step]) -> None:
@@ -425,10 +438,15 @@ def run_pipeline(
 
     console = Console()
     pipe = load_pipeline(path, overrides)
-    steps = plan(pipe)
-    states = {s.name: step_state(s) for s in steps}
+    seeded = plan_seeds(pipe)
+    states = {(k, s.name): step_state(s) for k, steps in enumerate(seeded) for s in steps}
     if not overwrite:
-        stale = [s for s in steps if states[s.name] == "stale" or (not reuse and states[s.name] == "current")]
+        stale = [
+            s
+            for k, steps in enumerate(seeded)
+            for s in steps
+            if states[k, s.name] == "stale" or (not reuse and states[k, s.name] == "current")
+        ]
         if stale:
             raise UserError(
                 "these outputs exist but were not made by this pipeline with these settings and inputs: "
@@ -438,50 +456,52 @@ def run_pipeline(
     report = report or Path(pipe.compare.report)
     t0 = time.time()
     rows = []
-    rerun: set[str] = set()
-    for i, step in enumerate(steps, 1):
-        upstream_rerun = bool(rerun & set(step.upstream))
-        reused = reuse and states[step.name] == "current" and not upstream_rerun
-        label = (
-            f"[bold]{i}/{len(steps) + 1}[/] {step.name}: {step.command} --recipe {step.recipe_path} -> {step.output}"
-        )
-        row = {
-            "name": step.name,
-            "command": step.command,
-            "output": str(step.output),
-            "status": "reused",
-            "seconds": None,
-            "recipe": str(step.recipe_path),
-        }
-        rows.append(row)
-        if reused:
-            console.print(f"{label} [green](up to date: reused)[/]")
-            continue
-        console.rule(label, align="left")
-        t = time.time()
-        step.overrides = [*step.overrides, *match_budget(step, steps)]  # after the step it matches has run
-        run_step(step, overwrite=overwrite or states[step.name] != "missing", resume=resume)
-        rerun.add(step.name)
-        row.update(status="ran", seconds=round(time.time() - t, 1))
-    compared = [s for s in steps if s.compared]
+    total = sum(len(steps) for steps in seeded) + 1
+    for k, steps in enumerate(seeded):
+        rerun: set[str] = set()
+        for step in steps:
+            rows.append(
+                _run_or_reuse(
+                    console,
+                    step,
+                    steps,
+                    k,
+                    len(rows) + 1,
+                    total,
+                    states[k, step.name],
+                    rerun,
+                    reuse,
+                    overwrite=overwrite,
+                    resume=resume,
+                    seeds=len(seeded),
+                )
+            )
+    c = pipe.compare
     console.rule(
-        f"[bold]{len(steps) + 1}/{len(steps) + 1}[/] compare {', '.join(s.name for s in compared)} on "
-        f"{pipe.compare.data}",
+        f"[bold]{total}/{total}[/] compare {', '.join(s.name for s in seeded[0] if s.compared)} on {c.data}"
+        + (f", {len(seeded)} seeds" if len(seeded) > 1 else ""),
         align="left",
     )
-    c = pipe.compare
     t = time.time()
-    summary, runs = score_runs(
-        [s.output for s in compared],
-        c.data,
-        report,
-        limit=c.limit,
-        metric=c.metric,
-        db_dir=c.db_dir,
-        command=command,
-        names=[s.name for s in compared],
-        baseline=c.baseline,
-    )
+    scored = [
+        score_runs(
+            [s.output for s in steps if s.compared],
+            c.data,
+            report if k == 0 else report / f"seed{k}",
+            limit=c.limit,
+            metric=c.metric,
+            db_dir=c.db_dir,
+            command=command,
+            names=[s.name for s in steps if s.compared],
+            baseline=c.baseline,
+        )
+        for k, steps in enumerate(seeded)
+    ]
+    summary, runs = scored[0]
+    if len(seeded) > 1:
+        from nl2sql_align.seeds import add_seed_stats
+
+        add_seed_stats(summary, [s for s, _ in scored])
     summary["pipeline"] = {
         "recipe": str(path),
         "report": str(report),
@@ -489,8 +509,49 @@ def run_pipeline(
         "compare_seconds": round(time.time() - t, 1),
         "total_seconds": round(time.time() - t0, 1),
     }
+    for k, (summary_k, runs_k) in enumerate(scored[1:], 1):
+        write_comparison(summary_k, runs_k, report / f"seed{k}")  # each seed's own tables, beside seed 0's
     write_comparison(summary, runs, report)
     return summary
+
+
+def _run_or_reuse(
+    console,
+    step: Step,
+    steps: list[Step],
+    k: int,
+    i: int,
+    total: int,
+    state: str,
+    rerun: set[str],
+    reuse: bool,
+    *,
+    overwrite: bool,
+    resume: bool,
+    seeds: int,
+) -> dict[str, Any]:
+    """Run one step of seed k's pipeline unless its output is current and nothing it reads was rerun; its row
+    for the report. `rerun` collects the names of seed k's steps that ran."""
+    seed = f"seed +{k}: " if seeds > 1 else ""
+    label = f"[bold]{i}/{total}[/] {seed}{step.name}: {step.command} --recipe {step.recipe_path} -> {step.output}"
+    row = {
+        "name": step.name if k == 0 else f"{step.name}-seed{k}",
+        "command": step.command,
+        "output": str(step.output),
+        "status": "reused",
+        "seconds": None,
+        "recipe": str(step.recipe_path),
+    }
+    if reuse and state == "current" and not rerun & set(step.upstream):
+        console.print(f"{label} [green](up to date: reused)[/]")
+        return row
+    console.rule(label, align="left")
+    t = time.time()
+    step.overrides = [*step.overrides, *match_budget(step, steps)]  # after the step it matches has run
+    run_step(step, overwrite=overwrite or state != "missing", resume=resume)
+    rerun.add(step.name)
+    row.update(status="ran", seconds=round(time.time() - t, 1))
+    return row
 
 
 def run_demo(recipe: Path, model_dir: Path, overrides: list[str] | None, reuse: bool) -> dict[str, Any]:

@@ -117,7 +117,8 @@ class QuantizationSection:
 
 @dataclass(config=TABLE_CONFIG)
 class EvalSection:
-    metric: Literal["spider", "bird"] = "spider"
+    # spider (test-suite execution match), bird (set equality), bird-f1 (bird's EX plus BIRD mini-dev's Soft-F1).
+    metric: Literal["spider", "bird", "bird-f1"] = "spider"
     # Spider metric: keep DISTINCT (the official evaluation removes it from gold and prediction alike).
     keep_distinct: bool = False
     max_new_tokens: int = 256
@@ -142,10 +143,10 @@ class EvalSection:
 
 @dataclass(config=TABLE_CONFIG)
 class RewardComponentSection:
-    # A built-in check (format, syntax, executable, execution, length) or a dotted path mypkg.rewards.fn
+    # A built-in (format, syntax, executable, execution, length, soft_f1) or a dotted path mypkg.rewards.fn
     name: str = ""
     weight: float = 1.0
-    # Built-ins: the value when the check passes / fails.
+    # Built-ins: the value when the check passes / fails (soft_f1: hit x the Soft-F1 when it runs, else miss).
     hit: float = 1.0
     miss: float = 0.0
     # Built-ins: score only when these checks passed, else "not scored" (None).

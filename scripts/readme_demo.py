@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from nl2sql_align.compare import result_tables, step_times
+from nl2sql_align.seeds import seed_markdown
 
 START, END = "<!-- demo-report:start -->", "<!-- demo-report:end -->"
 
@@ -27,6 +28,7 @@ def section(summary: dict, measured: str) -> str:
         f"`{summary['command']}`; {summary['n']} questions of `{summary['data']}`, {summary['metric']} semantics.",
         "",
         *result_tables(summary["runs"]),
+        *[line.replace("## ", "") for line in seed_markdown(summary)],  # a paragraph here, not a heading
         "",
     ]
     if pipe:

@@ -273,3 +273,24 @@ def test_agent_settings_are_checked_before_training():
     assert "agent.max_turns = 0" in check("agent.max_turns=0")
     assert "[agent]" in check("agent.max_turns=2", "train.max_tool_calling_iterations=4")
     assert check("train.max_tool_calling_iterations=4") is None  # single-turn: TRL's key is left alone
+
+
+def test_eval_turn_ends_at_chatml_end_of_turn_like_training(tiny_model_dir, shop_examples):
+    """A generated turn that closes with <|im_end|> and runs on (a model whose EOS is another token, or no stop
+    in a batch) ends there in eval, as TRL's parser (install_parser) ends it in training: what follows is not
+    part of the turn, and a tool call after it never runs."""
+    from nl2sql_align.agent import turn_ends
+    from nl2sql_align.generation import load_tokenizer
+    from nl2sql_align.sql import SQLExecutor
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    tokenizer.eos_token = "<|endoftext|>"  # a ChatML model whose EOS is not its end-of-turn marker
+    ends = turn_ends(tokenizer)
+    assert "<|im_end|>" in ends and tokenizer.eos_token in ends
+    recipe = load_recipe(None, ["agent.max_turns=2", "eval.agent=true", "eval.max_new_tokens=1024"])
+    tail = "<|im_end|>\nassistant garbage " + _call("SELECT COUNT(*) FROM customers")
+    with SQLExecutor(workers=1) as ex:
+        gen = ScriptedGenerator(tokenizer, [_answer("SELECT 7") + tail])
+        (ep,) = run_episodes(gen, shop_examples[:1], recipe, ex)
+    assert [m["role"] for m in ep.messages] == ["assistant"] and not ep.env.calls
+    assert "garbage" not in ep.text and answer_text(ep.messages) == "```sql\nSELECT 7\n```"

@@ -58,3 +58,130 @@ def test_ves_reward_buckets(ratios, reward) -> None:
 def test_r_ves_is_the_mean_of_sqrt_rewards() -> None:
     assert r_ves([1.25, 1.0, 0.25, 0.0]) == pytest.approx((math.sqrt(1.25) * 100 + 100 + 50 + 0) / 4)
     assert r_ves([]) == 0.0
+
+
+# --- Soft-F1 wired in: eval --metric bird-f1 and the soft_f1 reward component ---------------------------------
+# Integer cells only: the official pairing follows set-iteration order, which for tuples of ints does not depend on
+# the hash seed, so the eval subprocess pairs rows as this process does.
+
+TABLE = [(1, 10, 100), (2, 20, 200), (3, 30, 300)]
+GOLD_AB = "SELECT a, b FROM t ORDER BY a"
+GOLD_A = "SELECT a FROM t ORDER BY a"
+AB = [(1, 10), (2, 20), (3, 30)]
+# (gold, prediction, the prediction's rows by hand (None: it fails), BIRD's EX verdict)
+CASES = [
+    (GOLD_AB, GOLD_AB, AB, True),
+    (GOLD_AB, "SELECT a, c FROM t ORDER BY a", [(1, 100), (2, 200), (3, 300)], False),  # one column wrong
+    (GOLD_AB, "SELECT b, a FROM t ORDER BY a", [(10, 1), (20, 2), (30, 3)], False),  # columns swapped
+    (GOLD_A, "SELECT a FROM t WHERE a < 3 ORDER BY a", [(1,), (2,)], False),  # a row missing
+    (GOLD_A, "SELECT nope FROM t", None, False),  # fails
+    (GOLD_A, "SELECT a FROM t UNION ALL SELECT a FROM t", [(1,), (2,), (3,)] * 2, True),  # duplicates: same set
+]
+GOLD_ROWS = {GOLD_AB: AB, GOLD_A: [(1,), (2,), (3,)]}
+
+
+def _soft_f1_db(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "t.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (a INTEGER, b INTEGER, c INTEGER)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", TABLE)
+    con.commit()
+    con.close()
+    return db
+
+
+def _expected_f1(gold: str, rows) -> float:
+    return 0.0 if rows is None else bird_soft_f1(GOLD_ROWS[gold], rows)
+
+
+def test_eval_metric_bird_f1_scores_soft_f1_per_example_and_keeps_bird_ex(tmp_path) -> None:
+    import json
+
+    from tests.test_cli import cli
+
+    db = _soft_f1_db(tmp_path)
+    data = tmp_path / "d.jsonl"
+    records = [{"question": f"q{i}", "sql": gold, "db": str(db)} for i, (gold, *_) in enumerate(CASES)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    preds = tmp_path / "p.sql"
+    preds.write_text("".join(p + "\n" for _, p, _, _ in CASES))
+    report = tmp_path / "r"
+    out = cli("eval", "--data", str(data), "--predictions", str(preds), "--metric", "bird-f1", "--report", str(report))
+    rows = [json.loads(line) for line in (report / "per_example.jsonl").read_text().splitlines()]
+    expected = [_expected_f1(g, r) for g, _, r, _ in CASES]
+    assert [r["soft_f1"] for r in rows] == pytest.approx(expected)
+    # The hand-worked values: whole, half the cells of each row, all cells in another order, 2 of 3 rows, failed.
+    assert expected == pytest.approx([1.0, 0.5, 1.0, 0.8, 0.0, 1.0])
+    assert [r["correct"] for r in rows] == [c[3] for c in CASES]  # EX stays BIRD's set equality, 0/1
+    assert [r["executable"] for r in rows] == [c[2] is not None for c in CASES]
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["metric"] == "bird-f1"
+    assert summary["ex"] == round(100 * 2 / 6, 2)
+    assert summary["soft_f1"] == round(100 * sum(expected) / len(expected), 2)
+    (db_group,) = summary["ex_by_db"].values()
+    assert db_group["soft_f1"] == summary["soft_f1"]
+    assert "Soft-F1" in out.stdout + out.stderr  # the table shows it
+
+    # Under plain bird the verdicts are the same and no Soft-F1 is computed.
+    cli("eval", "--data", str(data), "--predictions", str(preds), "--metric", "bird", "--report", str(tmp_path / "b"))
+    bird = [json.loads(line) for line in (tmp_path / "b" / "per_example.jsonl").read_text().splitlines()]
+    assert [r["correct"] for r in bird] == [r["correct"] for r in rows]
+    assert not any("soft_f1" in r for r in bird)
+    assert "soft_f1" not in json.loads((tmp_path / "b" / "summary.json").read_text())
+
+
+def test_unknown_metric_errors_list_bird_f1(tmp_path) -> None:
+    import json
+
+    from nl2sql_align.rewards import RewardEngine
+    from nl2sql_align.sql import QueryRewriter
+    from tests.test_cli import cli
+
+    db = _soft_f1_db(tmp_path)
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "q", "sql": "SELECT a FROM t", "db": str(db)}) + "\n")
+    preds = tmp_path / "p.sql"
+    preds.write_text("SELECT a FROM t\n")
+    p = cli("eval", "--data", str(data), "--predictions", str(preds), "--metric", "nonsense", check=False)
+    assert p.returncode == 2 and "'nonsense'" in p.stderr
+    assert "'spider', 'bird', 'bird-f1'" in p.stderr, p.stderr
+    for make in (lambda: QueryRewriter(metric="nonsense"), lambda: RewardEngine(metric="nonsense", workers=1)):
+        with pytest.raises(ValueError, match="expected one of spider, bird, bird-f1"):
+            make()
+
+
+def test_soft_f1_reward_gives_partial_credit_from_the_shared_engine(tmp_path) -> None:
+    from nl2sql_align.rewards import ComponentSpec, RewardEngine, build_reward_functions
+
+    db = _soft_f1_db(tmp_path)
+
+    def block(sql: str) -> list[dict]:  # a conversational completion, as TRL passes it
+        return [{"role": "assistant", "content": f"```sql\n{sql}\n```"}]
+
+    cases = [(g, p, r) for g, p, r, _ in CASES] + [(GOLD_A, "DELETE FROM t", None)]  # refused: miss
+    completions = [block(p) for _, p, _ in cases]
+    columns = {
+        "gold_sql": [g for g, _, _ in cases],
+        "db_path": [str(db)] * len(cases),
+        "db_engine": ["sqlite"] * len(cases),
+    }
+    with RewardEngine(metric="bird", workers=1, timeout=5.0) as engine:
+        (soft, execution), _ = build_reward_functions([ComponentSpec("soft_f1"), ComponentSpec("execution")], engine)
+        values = soft(prompts=None, completions=completions, **columns)
+        assert values == pytest.approx([_expected_f1(g, r) for g, _, r in cases])
+        assert values[0] == 1.0  # correct
+        assert 0 < values[1] < 1 and 0 < values[3] < 1  # partial overlaps, strictly between
+        assert values[4] == 0.0 and values[6] == 0.0  # non-executable, refused
+        # The execution component of the same step reads the same verdicts: nothing runs again.
+        executed = engine.executed
+        assert execution(prompts=None, completions=completions, **columns) == [1.0, 0, 0, 0, 0, 1.0, 0]
+        assert engine.executed == executed and engine.batches == 1
+        # hit scales the score, miss is what a failed query gets; a failing gold is not scored.
+        (scaled,), _ = build_reward_functions([ComponentSpec("soft_f1", hit=2.0, miss=-1.0)], engine)
+        assert scaled(prompts=None, completions=completions[:5], **{k: v[:5] for k, v in columns.items()}) == (
+            pytest.approx([2.0, 1.0, 2.0, 1.6, -1.0])
+        )
+        bad_gold = dict(columns, gold_sql=["SELECT nope FROM t"] * len(cases))
+        assert soft(prompts=None, completions=completions, **bad_gold) == [None] * 6 + [0.0]  # refused: still miss

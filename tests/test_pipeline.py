@@ -193,3 +193,48 @@ def test_shipped_demo_pipeline_plans_the_whole_comparison():
     assert by["sft-more"].recipe.model.name_or_path == by["grpo"].recipe.model.name_or_path == "out/demo/sft"
     assert "grpo" in by["sft-more"].upstream
     assert all(s.recipe.eval.after_training is False for s in steps)
+
+
+def test_seeds_plan_whole_independent_pipelines():
+    """Seed k reruns every step with its recipe's seed + k into <output_dir>-seed<k>, reading that seed's upstream
+    outputs (not seed 0's); inputs no step writes are shared."""
+    from nl2sql_align.pipeline import plan_seeds
+
+    seeded = plan_seeds(load_pipeline(RECIPES / "compare-demo.toml", ["compare.seeds=3"]))
+    assert len(seeded) == 3
+    first, third = ({s.name: s for s in steps} for steps in (seeded[0], seeded[2]))
+    assert first["sft"].output == Path("out/demo/sft") and third["sft"].output == Path("out/demo/sft-seed2")
+    assert third["sft"].recipe.seed == first["sft"].recipe.seed + 2
+    assert third["pairs"].output == Path("out/demo/pairs-seed2") and third["pairs"].recipe.seed == 2
+    assert third["dpo"].recipe.model.name_or_path == "out/demo/sft-seed2"
+    assert third["dpo"].recipe.data.train == str(Path("out/demo/pairs-seed2") / "pairs.jsonl")
+    assert third["ppo"].recipe.reward.model == "out/demo/rm-seed2"
+    assert third["sft-more"].recipe.model.name_or_path == "out/demo/sft-seed2"
+    assert third["sft-more"].output == Path("out/demo/sft-more-seed2")
+    # The base model is an input no step writes: every seed starts from the same one.
+    assert third["sft"].recipe.model.name_or_path == first["sft"].recipe.model.name_or_path
+    assert third["dpo"].recipe.data.eval == first["dpo"].recipe.data.eval
+    with pytest.raises(RecipeError, match=r"seeds = 0"):
+        load_pipeline(RECIPES / "compare-demo.toml", ["compare.seeds=0"])
+
+
+def test_pipeline_with_two_seeds_reports_the_spread(tiny_model_dir, tmp_path: Path):
+    path = _write(tmp_path, _demo_like(tmp_path, tiny_model_dir), HEAD + "\n")
+    summary = run_pipeline(path, ["compare.seeds=2"])
+    names = [r["name"] for r in summary["pipeline"]["steps"]]
+    assert names == ["sft", "pairs", "dpo", "sft-seed1", "pairs-seed1", "dpo-seed1"]
+    resolved = (tmp_path / "dpo-seed1" / "recipe.resolved.toml").read_text()
+    assert f'name_or_path = "{tmp_path / "sft-seed1"}"' in resolved and "pairs-seed1" in resolved
+    # Another seed trained other weights from the same start.
+    assert (tmp_path / "sft" / "model.safetensors").read_bytes() != (
+        tmp_path / "sft-seed1" / "model.safetensors"
+    ).read_bytes()
+    seed1 = json.loads((tmp_path / "report" / "seed1" / "summary.json").read_text())
+    for rec in summary["runs"]:
+        other = next(r for r in seed1["runs"] if r["name"] == rec["name"])
+        assert rec["seeds"]["ex"] == [rec["ex"], other["ex"]]
+        assert rec["seeds"]["mean"] == pytest.approx((rec["ex"] + other["ex"]) / 2, abs=0.01)
+    dpo = summary["runs"][1]["seeds"]
+    assert dpo["diff"] == [round(a - b, 2) for a, b in zip(dpo["ex"], summary["runs"][0]["seeds"]["ex"], strict=True)]
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Across 2 seeds" in md and "| dpo |" in md.split("## Across 2 seeds")[1]

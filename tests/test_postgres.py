@@ -1,4 +1,4 @@
-"""PostgreSQL as a sandboxed execution backend, against a real server (issue 21, parts 1-3).
+"""PostgreSQL as a sandboxed execution backend, against a real server (issue 21, parts 1-4).
 
 The module starts a throwaway PostgreSQL cluster once (initdb + pg_ctl in a temporary folder, listening on a unix
 socket there only, never on TCP; as the `postgres` OS user when the tests run as root, since initdb refuses root),
@@ -14,7 +14,9 @@ What is checked:
   engines agree on both results;
 - hostile SQL (the sandbox tests' cases, ported): refused by the guard; and with the guard bypassed, stopped by
   the connection (read-only transaction, SELECT-only role); the database unchanged and no file written;
-- runaway queries stop at the timeout; a killed worker is replaced and its server-side query ends.
+- runaway queries stop at the timeout; a killed worker is replaced and its server-side query ends;
+- a few GRPO steps with the database on the server: the reward engine judges every batch there, and the logged
+  rewards equal those of the same completions on the SQLite copy wherever the two engines answer alike.
 
 Known differences between SQLite and PostgreSQL on the same question (why a gold query can fail or differ):
 - GROUP BY: SQLite returns a bare column that is neither grouped nor aggregated (`SELECT name, count(*) ...
@@ -557,3 +559,116 @@ def test_row_cap_stops_on_the_server(cluster) -> None:
         result = ex.execute(pg_db(cluster), RUNAWAY["cross join"].replace("count(*)", "s0.name"))
         assert result.ok and result.truncated and len(result.rows) == 5
         assert time.monotonic() - start < TIMEOUT  # a cursor: the 6^16 rows are never produced
+
+
+# --- training against the server -----------------------------------------------------------------------------
+
+
+def _duckdb_to_sqlite(src: Path, dst: Path) -> None:
+    """The SQLite copy of a DuckDB database: integers stay integers, decimals become REAL, dates ISO text."""
+    import sqlite3
+
+    import duckdb
+
+    source = duckdb.connect(str(src), read_only=True)
+    target = sqlite3.connect(dst)
+    try:
+        tables = source.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
+        for (table,) in tables.fetchall():
+            cols = source.execute(f'DESCRIBE "{table}"').fetchall()
+            kinds = ["INTEGER" if "INT" in c[1] else "REAL" if "DECIMAL" in c[1] else "TEXT" for c in cols]
+            target.execute(
+                f'CREATE TABLE "{table}" (' + ", ".join(f'"{c[0]}" {k}' for c, k in zip(cols, kinds, strict=True)) + ")"
+            )
+            rows = [
+                tuple(
+                    v if v is None or k == "INTEGER" else float(v) if k == "REAL" else str(v)
+                    for v, k in zip(r, kinds, strict=True)
+                )
+                for r in source.execute(f'SELECT * FROM "{table}" ORDER BY id').fetchall()
+            ]
+            target.executemany(f'INSERT INTO "{table}" VALUES ({", ".join("?" * len(cols))})', rows)
+        target.commit()
+    finally:
+        target.close()
+        source.close()
+
+
+def test_grpo_rewards_are_executed_on_the_server(cluster, subset_sft, tmp_path, monkeypatch) -> None:
+    """A few GRPO steps of the micro model (after the short SFT on the demo shop questions) with the shop database
+    in PostgreSQL: every reward batch is judged on the server, and each logged reward equals the reward the same
+    completion gets on the SQLite copy of the database wherever the two engines give the same results."""
+    from nl2sql_align.data.demo import demo_dir
+    from nl2sql_align.db_copy import copy_database
+    from nl2sql_align.rewards import RewardEngine, build_reward_functions, specs_for
+    from nl2sql_align.rewards.engine import refusal_kind
+    from nl2sql_align.sql import QueryRewriter
+    from nl2sql_align.stages import grpo
+    from tests.conftest import SUBSET, stage_recipe
+
+    _, warm = subset_sft
+    shop = demo_dir() / "databases" / "shop.duckdb"
+    copy_database(shop, cluster.dsn("shop"), reader=READER, replace=True)
+    lite = tmp_path / "shop.sqlite"
+    _duckdb_to_sqlite(shop, lite)
+    data = tmp_path / "shop.jsonl"  # db_ids only: data.postgres names the server's databases
+    data.write_text("".join(json.dumps({"question": q, "sql": s, "db": "shop"}) + "\n" for q, s in SUBSET))
+
+    judged: list[tuple[str, str]] = []  # (engine, database) of every completion the reward engine judged
+    original = RewardEngine._judge
+
+    def spy(self, texts, golds, paths, engines, dialects):
+        judged.extend(zip(engines, paths, strict=True))
+        return original(self, texts, golds, paths, engines, dialects)
+
+    monkeypatch.setattr(RewardEngine, "_judge", spy)
+    recipe = stage_recipe(
+        "grpo",
+        warm,
+        tmp_path / "grpo",
+        f"data.train={data}",
+        'data.eval=""',
+        f"data.postgres={json.dumps(cluster.template())}",
+        "train.max_steps=3",
+        "train.num_generations=4",
+        "train.per_device_train_batch_size=16",
+        "train.max_completion_length=40",
+        "train.logging_steps=1",
+        "reward.log_completions=16",
+        'reward.components=[{name="execution"}, {name="executable", hit=0.1}, {name="format", hit=0.1}, '
+        '{name="soft_f1", weight=0.5}]',
+    )
+    out = grpo.run(recipe)
+    assert judged and {e for e, _ in judged} == {"postgres"}
+    assert {p for _, p in judged} == {cluster.template().replace("{db_id}", "shop")}
+    steps = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert len(steps) == 3 and all("rewards/soft_f1/mean" in s for s in steps)
+    logged = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    assert len(logged) == 3 * 16
+
+    # The same completions judged on the SQLite copy, by the same reward functions.
+    gold_of = dict(SUBSET)
+    golds = [gold_of[row["prompt"]] for row in logged]
+    with RewardEngine(metric=recipe.reward.metric, workers=1, timeout=5.0) as engine:
+        funcs, _ = build_reward_functions(specs_for(recipe.reward), engine)
+        columns = {"gold_sql": golds, "db_path": [str(lite)] * len(logged), "db_engine": ["sqlite"] * len(logged)}
+        on_lite = {f.__name__: f(prompts=None, completions=[r["completion"] for r in logged], **columns) for f in funcs}
+        # Where the engines answer alike: the gold and the prediction give the same rows on both (or fail on both).
+        pg, sl = Database.from_path(cluster.template().replace("{db_id}", "shop")), Database.from_path(lite)
+        rewriter = QueryRewriter(recipe.reward.keep_distinct, recipe.reward.metric)
+        queries = [(g, r["sql"]) for g, r in zip(golds, logged, strict=True)]
+        jobs = [rewriter.job(db, q) for g, p in queries for q in (g, p) for db in (pg, sl)]
+        results = engine.executor.execute_many(jobs)
+    # (failing alike: both fail the same way, as a refusal, a syntax error or an error of the database)
+    alike = [
+        gp.rows == gs.rows and pp.rows == ps.rows and refusal_kind(pp.error) == refusal_kind(ps.error)
+        for gp, gs, pp, ps in zip(results[0::4], results[1::4], results[2::4], results[3::4], strict=True)
+    ]
+    compared = [i for i, a in enumerate(alike) if a]
+    for i in compared:
+        want = {name: None if v[i] is None else round(v[i], 4) for name, v in on_lite.items()}
+        assert logged[i]["rewards"] == want, (logged[i], want)
+    # Not vacuous: most completions compared, and among them SQL that ran and earned an execution reward.
+    assert len(compared) >= len(logged) // 2, (len(compared), len(logged))
+    assert any(logged[i]["rewards"]["execution"] == 1.0 for i in compared)
+    assert any(logged[i]["rewards"]["executable"] == 0.1 for i in compared)

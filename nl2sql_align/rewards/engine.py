@@ -7,7 +7,9 @@ after another with the same lists). The engine makes that cheap:
   the number of training processes, each worker keeping its database connections open;
 - gold results executed once per (database, gold SQL) and cached for the run;
 - within a batch, each distinct (database, SQL) is executed once: the G samples of one prompt often agree;
-- the verdicts of the last batch are kept, so the second, third ... component of a step costs a lookup.
+- the verdicts of the last batch are kept, so the second, third ... component of a step costs a lookup;
+- with a `soft_f1` component, each verdict also carries the Soft-F1 of its rows (sql/results.py `soft_f1`, the
+  definition eval's `--metric bird-f1` uses), from the same executions.
 
 A query that hangs or crashes its worker costs its own reward (a timeout/crash verdict), never the step.
 Nothing here imports torch.
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from nl2sql_align.data.prompts import extract_sql, has_sql_block
 from nl2sql_align.sql import Database, ExecResult, QueryRewriter, SQLExecutor, verdict
+from nl2sql_align.sql.results import check_metric, soft_f1
 
 # Cached gold results. A Spider/BIRD training set has ~10k distinct (database, gold SQL) pairs; results are
 # capped at row_cap rows each, so this bounds memory while keeping a whole epoch's gold results.
@@ -79,6 +82,7 @@ class Verdict:
     gold_ok: bool  # the gold SQL itself ran (if not, the example cannot be scored)
     error: str | None = None
     timed_out: bool = False
+    soft_f1: float = 0.0  # BIRD mini-dev's Soft-F1 against the gold rows (0 unless it ran; engine.soft_f1 asks)
 
     def passed(self, check: str) -> bool:
         return {
@@ -121,10 +125,11 @@ class RewardEngine:
         row_cap: int = 10_000,
         memory_mb: int | None = 2048,
         executor: SQLExecutor | None = None,
+        soft_f1: bool = False,
     ) -> None:
-        if metric not in ("spider", "bird"):
-            raise ValueError(f"unknown metric {metric!r}: expected 'spider' or 'bird'")
-        self.metric = metric
+        self.metric = check_metric(metric)
+        # Score each verdict's Soft-F1 too (a soft_f1 reward component switches it on: `want_soft_f1`).
+        self.soft_f1 = soft_f1
         self.keep_distinct = keep_distinct
         self.rewriter = QueryRewriter(keep_distinct, metric)  # the same jobs eval builds
         self._own_executor = executor is None
@@ -186,6 +191,12 @@ class RewardEngine:
             log_metric("reward_engine/seconds", elapsed)
         return verdicts
 
+    def want_soft_f1(self) -> None:
+        """Give every verdict from now on its Soft-F1 (`Verdict.soft_f1`)."""
+        if not self.soft_f1:
+            self.soft_f1 = True
+            self._last_key, self._last = None, []  # the cached batch has none
+
     def close(self) -> None:
         if self._own_executor:
             self.executor.close()
@@ -233,8 +244,8 @@ class RewardEngine:
             kind = refusal_kind(error)
             mk = (pk, gold_sql)
             if mk not in match_cache:
-                match_cache[mk] = verdict(g, r, gold_sql, self.metric)
-            correct = match_cache[mk]
+                match_cache[mk] = (verdict(g, r, gold_sql, self.metric), soft_f1(g, r) if self.soft_f1 else 0.0)
+            correct, f1 = match_cache[mk]
             verdicts.append(
                 Verdict(
                     text=text,
@@ -247,6 +258,7 @@ class RewardEngine:
                     gold_ok=g.ok,
                     error=error,
                     timed_out=r.timed_out,
+                    soft_f1=f1,
                 )
             )
         return verdicts

@@ -11,6 +11,8 @@ Built-in checks (each a `SQLCheckReward`, all sharing one `RewardEngine`, so SQL
     executable  it runs without error within the timeout
     execution   its result matches the gold result (spider or bird semantics)
     length      SQL-R1's length bonus, on a correct answer only
+    soft_f1     partial credit: BIRD mini-dev's Soft-F1 of its result rows against the gold's (x `hit`) when it
+                runs, `miss` (0) when it does not; the engine computes it from the same executions
 
 Each returns `hit` when its check passes, `miss` when not, and None ("not scored": TRL adds nothing and
 leaves it out of the logged mean) when a check it `requires` failed. SQL that is not a read-only query
@@ -44,7 +46,9 @@ from nl2sql_align.rewards.engine import RewardEngine, Verdict
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("format", "syntax", "executable", "execution", "length")
+CHECKS = ("format", "syntax", "executable", "execution", "length", "soft_f1")
+# The checks that pass or fail, which a component may require; length and soft_f1 are scores.
+GATES = ("format", "syntax", "executable", "execution")
 
 
 @dataclass(frozen=True)
@@ -98,10 +102,12 @@ class SQLCheckReward:
         if check not in CHECKS:
             raise ValueError(f"unknown reward check {check!r}: expected one of {', '.join(CHECKS)}")
         for r in requires:
-            if r not in CHECKS or r == "length":
-                raise ValueError(f"{check}: requires {r!r}, expected one of format, syntax, executable, execution")
+            if r not in GATES:
+                raise ValueError(f"{check}: requires {r!r}, expected one of {', '.join(GATES)}")
         self.check, self.engine, self.hit, self.miss, self.requires = check, engine, hit, miss, tuple(requires)
         self.__name__ = check  # TRL names the metric rewards/<__name__>/mean
+        if check == "soft_f1" and engine is not None:
+            engine.want_soft_f1()
 
     def __call__(self, prompts=None, completions=(), completion_ids=None, **kw) -> list[float | None]:
         verdicts = self.engine.judge(
@@ -118,12 +124,14 @@ class SQLCheckReward:
     def score(self, v: Verdict) -> float | None:
         if v.refused:
             return self.miss  # non-read SQL: the lowest value of every component
-        if not v.gold_ok and self.check in ("execution", "length"):
+        if not v.gold_ok and self.check in ("execution", "length", "soft_f1"):
             return None  # the gold SQL fails: this example cannot be scored (validate reports it)
         if any(not v.passed(r) for r in self.requires):
             return None
         if self.check == "length":
             return sql_r1_length_bonus(v.text, v.sql) * self.hit if v.correct else self.miss
+        if self.check == "soft_f1":
+            return v.soft_f1 * self.hit if v.executed else self.miss
         return self.hit if v.passed(self.check) else self.miss
 
     def __repr__(self) -> str:

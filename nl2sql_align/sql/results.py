@@ -21,6 +21,17 @@ if TYPE_CHECKING:  # backends imports normalize_rows from here
 
 Row = tuple
 
+# The metrics eval, compare and the reward engine accept. "bird-f1" judges EX as "bird" does (set equality) and
+# adds BIRD mini-dev's Soft-F1 of each prediction (`soft_f1`) beside it.
+METRICS = ("spider", "bird", "bird-f1")
+
+
+def check_metric(metric: str) -> str:
+    """`metric` when it is one of METRICS, else a ValueError naming them."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
+    return metric
+
 
 def _normalize_cell(value: Any) -> Any:
     if isinstance(value, bool) or value is None:
@@ -129,18 +140,17 @@ def bird_exec_match(gold_rows: Iterable[Row], pred_rows: Iterable[Row]) -> bool:
 
 
 def results_match(gold_sql: str, gold_rows, pred_rows, metric: str = "spider") -> bool:
-    """Compare a prediction's rows with the gold rows under `metric` ("spider" or "bird").
+    """Compare a prediction's rows with the gold rows under `metric` ("spider", or "bird" and "bird-f1": sets).
 
     Rows are normalised first (a no-op for rows that came from `SQLExecutor`). Under "spider", order
     matters only if the gold SQL has ORDER BY, as in the official `eval_exec_match`. A missing result (None:
     the query failed) never matches.
     """
-    if metric not in ("spider", "bird"):
-        raise ValueError(f"unknown metric {metric!r}: expected 'spider' or 'bird'")
+    check_metric(metric)
     if gold_rows is None or pred_rows is None:
         return False
     gold, pred = normalize_rows(gold_rows), normalize_rows(pred_rows)
-    if metric == "bird":
+    if metric != "spider":
         return bird_exec_match(gold, pred)
     return spider_exec_match(gold, pred, order_matters="order by" in gold_sql.lower())
 
@@ -172,13 +182,25 @@ def verdict(gold: ExecResult, pred: ExecResult, gold_sql: str, metric: str = "sp
 
     Both queries must have run. Results stop at the executor's row cap: under Spider semantics row counts must
     be equal, so a result cut at the cap (it had more rows than the cap) never equals one that was not; two
-    cut results, and BIRD's sets, are compared on the rows fetched (README, "Evaluation")."""
+    cut results, and BIRD's sets, are compared on the rows fetched (README, "Evaluation"). Under "bird-f1" the
+    verdict is BIRD's; its partial credit is `soft_f1`."""
     if not (gold.ok and pred.ok):
         return False
     if metric == "spider" and gold.truncated != pred.truncated:
         return False
     # Equal row lists match under both semantics; the full comparison only when they differ.
     return pred.rows == gold.rows or results_match(gold_sql, gold.rows, pred.rows, metric)
+
+
+def soft_f1(gold: ExecResult, pred: ExecResult) -> float:
+    """BIRD mini-dev's Soft-F1 of `pred` against `gold` (`bird_soft_f1` of their normalised rows), 0.0 when either
+    query did not run. The single definition behind eval's `--metric bird-f1` (per example, and its mean) and the
+    `soft_f1` reward component, as `verdict` is for EX. Results cut at the row cap are scored on the rows fetched."""
+    if not (gold.ok and pred.ok):
+        return 0.0
+    if pred.rows == gold.rows:  # the same rows pair up the same way: every pair matches whole
+        return 1.0
+    return float(bird_soft_f1(normalize_rows(gold.rows or []), normalize_rows(pred.rows or [])))
 
 
 class QueryRewriter:
@@ -188,9 +210,7 @@ class QueryRewriter:
     turn a query into what executes."""
 
     def __init__(self, keep_distinct: bool = False, metric: str = "spider") -> None:
-        if metric not in ("spider", "bird"):
-            raise ValueError(f"unknown metric {metric!r}: expected 'spider' or 'bird'")
-        self.keep_distinct, self.metric = keep_distinct, metric
+        self.keep_distinct, self.metric = keep_distinct, check_metric(metric)
         self._done: dict[tuple[str, str | None], str] = {}
 
     def scored(self, sql: str, dialect: str | None) -> str:
