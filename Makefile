@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test smoke bench lint clean device-wheels
+.PHONY: install demo test test-slow smoke bench lint clean device-wheels
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,10 +26,15 @@ install: $(VENV)/.installed
 demo: install
 	$(CLI) demo
 
+# The suite without the tests marked slow (long training runs, several processes): ~10 min on 2 cores.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
 
-# The CLI and recipe tests not marked slow (every --help, every recipe validated); `make test` runs them all.
+# The slow ones (~6.5 min here); CI (.ci/run) runs `make test` and then this.
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+# The CLI and recipe tests not marked slow (every --help, every recipe validated); `make test` runs them too.
 smoke: install
 	$(PY) -m pytest -q -m "not slow" tests/test_cli.py tests/test_recipes.py
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # trains each stage twice (ours and raw TRL): `make test-slow`
 
 
 def _bench():

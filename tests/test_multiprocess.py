@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # several processes per test: `make test-slow`
 
 
 def _launch(stage: str, model_dir: Path, out: Path, trace: Path, *sets: str) -> subprocess.CompletedProcess:

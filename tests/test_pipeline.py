@@ -141,6 +141,7 @@ def _mtime(out: Path) -> float:
     return (out / "model.safetensors").stat().st_mtime_ns
 
 
+@pytest.mark.slow
 def test_pipeline_runs_compares_then_reuses_what_is_up_to_date(tiny_model_dir, tmp_path: Path):
     path = _write(tmp_path, _demo_like(tmp_path, tiny_model_dir), HEAD)
     report = tmp_path / "report"
@@ -218,6 +219,7 @@ def test_seeds_plan_whole_independent_pipelines():
         load_pipeline(RECIPES / "compare-demo.toml", ["compare.seeds=0"])
 
 
+@pytest.mark.slow
 def test_pipeline_with_two_seeds_reports_the_spread(tiny_model_dir, tmp_path: Path):
     path = _write(tmp_path, _demo_like(tmp_path, tiny_model_dir), HEAD + "\n")
     summary = run_pipeline(path, ["compare.seeds=2"])

@@ -295,6 +295,7 @@ def test_ppo_qlora_trains_adapters_and_value_head_on_a_4bit_base(tiny_model_dir:
     assert load_file(str(out / "value_head.safetensors"))["weight"].abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_continues_the_step_count_and_the_kl_coefficient(tiny_model_dir: Path, tmp_path: Path):
     import os
     import subprocess

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nl2sql_align.stages.runner import COMPLETE_MARKER, complete_checkpoints
 from tests.conftest import REPO, kill_after_checkpoint
 
@@ -37,6 +39,7 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_continues_the_step_count(tiny_model_dir: Path, tmp_path: Path):
     runs = tmp_path / "runs"
     runs.mkdir()
