@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from nl2sql_align.errors import UserError
-from nl2sql_align.pipeline import describe, is_pipeline_recipe, load_pipeline, plan
+from nl2sql_align.pipeline import describe, is_pipeline_recipe, load_pipeline, plan_seeds
 from nl2sql_align.stages import get_stage, guess_stage, load_stage_recipe
 from nl2sql_align.stages.preflight import check_stage
 from nl2sql_align.stdio import display_name
@@ -18,8 +18,12 @@ def validate_recipe(
 ) -> tuple[list[str], str]:
     """(one line per check passed, the verdict line). Raises the error the run would raise."""
     if stage is None and is_pipeline_recipe(path):
-        steps = plan(load_pipeline(path, overrides))
-        return describe(steps), f"{display_name(path)}: valid pipeline of {len(steps)} steps"
+        seeded = plan_seeds(load_pipeline(path, overrides))  # every seed's copy, as compare --seeds runs them
+        lines = describe(seeded[0]) + [
+            f"seed +{k}: {x}" for k, steps in enumerate(seeded[1:], 1) for x in describe(steps)
+        ]
+        seeds = f" x {len(seeded)} seeds" if len(seeded) > 1 else ""
+        return lines, f"{display_name(path)}: valid pipeline of {len(seeded[0])} steps{seeds}"
     name = stage or guess_stage(path)
     recipe, _, _ = load_stage_recipe(name, path, overrides)
     checked = check_stage(get_stage(name), recipe, num_processes)

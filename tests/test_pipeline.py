@@ -240,3 +240,11 @@ def test_pipeline_with_two_seeds_reports_the_spread(tiny_model_dir, tmp_path: Pa
     assert dpo["diff"] == [round(a - b, 2) for a, b in zip(dpo["ex"], summary["runs"][0]["seeds"]["ex"], strict=True)]
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Across 2 seeds" in md and "| dpo |" in md.split("## Across 2 seeds")[1]
+
+
+def test_validate_plans_every_seed_like_the_run():
+    p = cli("validate", str(RECIPES / "compare-demo.toml"), "--set", "compare.seeds=2")
+    assert "valid pipeline of 7 steps x 2 seeds" in p.stdout + p.stderr
+    assert "seed +1: dpo: dpo --recipe" in p.stdout and "out/demo/dpo-seed1, after sft, pairs" in p.stdout
+    bad = cli("validate", str(RECIPES / "compare-demo.toml"), "--set", "compare.seeds=0", check=False)
+    assert bad.returncode == 2 and "seeds = 0" in bad.stderr
