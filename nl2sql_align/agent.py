@@ -371,22 +371,35 @@ class Episode:
     done: bool = False
 
 
-def tool_suffix(tokenizer, tool_messages: list[dict]) -> str:
-    """The template's text between an assistant turn that called tools and the next assistant turn: the tool
-    results and the generation prompt (what TRL's `_get_tool_suffix_ids` adds, as text)."""
-    dummy = [
+def _called_tools_dummy(name: str) -> list[dict]:
+    return [
         {"role": "user", "content": "dummy"},
         {
             "role": "assistant",
             "content": "",
-            "tool_calls": [{"type": "function", "function": {"name": tool_messages[0]["name"], "arguments": {}}}],
+            "tool_calls": [{"type": "function", "function": {"name": name, "arguments": {}}}],
         },
     ]
+
+
+def turn_close(tokenizer) -> str:
+    """The marker the chat template closes an assistant turn with: of `turn_ends`, the one its rendering of a
+    turn that called a tool ends in (ChatML: <|im_end|>, whatever the EOS is), else the EOS. Eval appends it to
+    a generated turn, so the conversation reads as the template writes it."""
+    prefix = tokenizer.apply_chat_template(_called_tools_dummy(TOOL_NAME), tokenize=False)
+    found = [(prefix.rindex(t), t) for t in turn_ends(tokenizer) if t in prefix]
+    return max(found)[1] if found else tokenizer.eos_token or ""
+
+
+def tool_suffix(tokenizer, tool_messages: list[dict]) -> str:
+    """The template's text between an assistant turn that called tools (closed with `turn_close`) and the next
+    assistant turn: the tool results and the generation prompt (what TRL's `_get_tool_suffix_ids` adds, as text)."""
+    dummy = _called_tools_dummy(tool_messages[0]["name"])
     prefix = tokenizer.apply_chat_template(dummy, tokenize=False)
     full = tokenizer.apply_chat_template(dummy + tool_messages, tokenize=False, add_generation_prompt=True)
-    eos = tokenizer.eos_token or ""
-    if eos and eos in prefix:
-        prefix = prefix[: prefix.rindex(eos) + len(eos)]
+    close = turn_close(tokenizer)
+    if close and close in prefix:
+        prefix = prefix[: prefix.rindex(close) + len(close)]
     if not full.startswith(prefix):
         raise RecipeError("[agent]: the chat template does not render a conversation as a prefix of its extension")
     return full[len(prefix) :]
@@ -443,7 +456,7 @@ def _advance(ep: Episode, out: str, tok, end: tuple[str, ...], last: bool, budge
     raw = out
     for t in end:  # the turn ends at its end-of-turn token (padding follows it in a batch)
         raw = raw.split(t, 1)[0]
-    ep.text += raw + (tok.eos_token or "")
+    ep.text += raw + turn_close(tok)
     ep.used += _count(tok, raw) + 1
     if last or not msg.get("tool_calls"):
         ep.done = True

@@ -122,6 +122,7 @@ def run_record(run: Run, summary: dict[str, Any], report_dir: Path) -> dict[str,
         "ex_complex": summary["ex_complex"]["ex"] if "ex_complex" in summary else None,
         "n_complex": summary["ex_complex"]["n"] if "ex_complex" in summary else 0,
         "executable": summary["executable"],
+        "soft_f1": summary.get("soft_f1"),  # metric bird-f1 only
         "ex_by_hardness": {k: v["ex"] for k, v in summary.get("ex_by_hardness", {}).items()},
         "train_seconds": end.get("train_seconds"),
         "steps": end.get("steps"),
@@ -341,6 +342,18 @@ def result_tables(recs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def soft_f1_lines(recs: list[dict[str, Any]]) -> list[str]:
+    """Under --metric bird-f1: each run's mean Soft-F1 (BIRD mini-dev's partial credit) beside the EX above."""
+    if not any(r.get("soft_f1") is not None for r in recs):
+        return []
+    return [
+        "",
+        "Soft-F1 % (BIRD mini-dev, mean per question): "
+        + ", ".join(f"{r['name']} {_fmt(r.get('soft_f1'))}" for r in recs)
+        + ".",
+    ]
+
+
 def write_markdown(summary: dict[str, Any], path: Path) -> None:
     from nl2sql_align.seeds import seed_markdown
 
@@ -356,6 +369,7 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         f"(with {summary['n']} questions, one question is {100 / max(1, summary['n']):.2f} EX points).",
         "",
         *result_tables(recs),
+        *soft_f1_lines(recs),
         *seed_markdown(summary),
         "",
         f"Machine (this comparison): {m['platform']}, Python {m['python']}, {m['cpus']} CPUs, {m['gpu']}.",
@@ -503,7 +517,7 @@ def run_recipes(runs: list[Run], metric: str | None) -> tuple[list, str]:
     if len(metrics) > 1:
         raise UserError(
             f"the runs were trained with different eval.metric values ({', '.join(sorted(metrics))}): pass --metric "
-            "spider or --metric bird to score them all the same way"
+            "spider, bird or bird-f1 to score them all the same way"
         )
     return recipes, metrics.pop()
 

@@ -226,11 +226,10 @@ def _step_io(section: StepSection, recipe) -> tuple[Path, list[tuple[str, str]]]
 
 
 def _writer(path: str, steps: list[Step]) -> Step | None:
+    """The step whose output holds `path`; of nested outputs (out/x and out/x/pairs), the deepest."""
     p = Path(path)
-    for s in steps:
-        if p == s.output or s.output in p.parents:
-            return s
-    return None
+    holders = [s for s in steps if p == s.output or s.output in p.parents]
+    return max(holders, key=lambda s: len(s.output.parts), default=None)
 
 
 def plan(pipe: PipelineRecipe, extra: dict[str, list[str]] | None = None) -> list[Step]:
@@ -292,7 +291,18 @@ def plan_seeds(pipe: PipelineRecipe) -> list[list[Step]]:
     from nl2sql_align.seeds import seed_overrides
 
     first = plan(pipe)
-    return [first, *(plan(pipe, seed_overrides(first, k)) for k in range(1, pipe.compare.seeds))]
+    seeded = [first, *(plan(pipe, seed_overrides(first, k)) for k in range(1, pipe.compare.seeds))]
+    written: dict[Path, str] = {}
+    for k, steps in enumerate(seeded):
+        for s in steps:
+            who = f"{s.name} (seed +{k})"
+            if s.output in written:  # another step's <output_dir>-seed<k> is this one's output_dir
+                raise RecipeError(
+                    f"{pipe.source}: {written[s.output]} and {who} would both write {s.output}; rename the "
+                    "output_dir that ends in -seed<k>"
+                )
+            written[s.output] = who
+    return seeded
 
 
 def _check_match(pipe: PipelineRecipe, step: Step, before: list[Step]) -> None:

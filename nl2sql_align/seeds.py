@@ -42,7 +42,8 @@ def seed_overrides(steps: list, k: int) -> dict[str, list[str]]:
                 continue
             rel = Path(local).relative_to(writer.output)
             moved = seed_output(writer.output, k) / rel if rel != Path(".") else seed_output(writer.output, k)
-            sets.append(f"{name}={json.dumps(str(moved))}")
+            moved_spec = spec[: len(spec) - len(local)] + str(moved)  # keeps a spider:/bird: prefix
+            sets.append(f"{name}={json.dumps(moved_spec)}")
         out[s.name] = sets
     return out
 

@@ -294,3 +294,23 @@ def test_eval_turn_ends_at_chatml_end_of_turn_like_training(tiny_model_dir, shop
         (ep,) = run_episodes(gen, shop_examples[:1], recipe, ex)
     assert [m["role"] for m in ep.messages] == ["assistant"] and not ep.env.calls
     assert "garbage" not in ep.text and answer_text(ep.messages) == "```sql\nSELECT 7\n```"
+
+
+def test_eval_closes_a_tool_calling_turn_as_the_template_does(tiny_model_dir, shop_examples):
+    """With an EOS that is not the template's end-of-turn marker, the next turn's context still reads as the chat
+    template renders it: the call, <|im_end|>, a newline, then the tool result (not the EOS glued to it)."""
+    from nl2sql_align.agent import turn_close
+    from nl2sql_align.generation import load_tokenizer
+    from nl2sql_align.sql import SQLExecutor
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    tokenizer.eos_token = "<|endoftext|>"
+    recipe = load_recipe(None, ["agent.max_turns=2", "eval.agent=true", "eval.max_new_tokens=1024"])
+    with SQLExecutor(workers=1) as ex:
+        gen = ScriptedGenerator(tokenizer, [_call("SELECT COUNT(*) FROM customers"), _answer("SELECT 7")])
+        (ep,) = run_episodes(gen, shop_examples[:1], recipe, ex)
+    assert turn_close(tokenizer) == "<|im_end|>"
+    assert [m["role"] for m in ep.messages] == ["assistant", "tool", "assistant"]
+    second = gen.seen[1]  # the context the second turn was generated from
+    assert "</tool_call><|im_end|>\n<|im_start|>" in second and "<|endoftext|><|im_start|>" not in second
+    assert second.endswith("<|im_start|>assistant\n") and "<tool_response>" in second

@@ -248,3 +248,34 @@ def test_validate_plans_every_seed_like_the_run():
     assert "seed +1: dpo: dpo --recipe" in p.stdout and "out/demo/dpo-seed1, after sft, pairs" in p.stdout
     bad = cli("validate", str(RECIPES / "compare-demo.toml"), "--set", "compare.seeds=0", check=False)
     assert bad.returncode == 2 and "seeds = 0" in bad.stderr
+
+
+def test_nested_outputs_are_read_from_the_deepest_writer_in_every_seed(tmp_path: Path):
+    from nl2sql_align.pipeline import plan_seeds
+
+    steps = _demo_like(tmp_path)
+    inner = tmp_path / "sft" / "pairs"  # the pairs step writes inside the sft output
+    steps[1]["set"] = [s for s in steps[1]["set"] if not s.startswith("pairs.output")] + [
+        f"pairs.output={json.dumps(str(inner))}"
+    ]
+    steps[2]["set"] = [s for s in steps[2]["set"] if not s.startswith("data.train")] + [
+        f"data.train={json.dumps(str(inner / 'pairs.jsonl'))}"
+    ]
+    first, second = plan_seeds(load_pipeline(_write(tmp_path, steps, HEAD), ["compare.seeds=2"]))
+    assert first[2].upstream == ["sft", "pairs"]
+    assert second[2].recipe.data.train == str(tmp_path / "sft" / "pairs-seed1" / "pairs.jsonl")
+    assert second[1].output == tmp_path / "sft" / "pairs-seed1"
+
+
+def test_a_seed_output_that_is_another_steps_output_is_refused(tmp_path: Path):
+    steps = _demo_like(tmp_path)[:1]
+    clash = {
+        **steps[0],
+        "name": "sft2",
+        "set": [*steps[0]["set"], f"output_dir={json.dumps(str(tmp_path / 'sft-seed1'))}"],
+    }
+    from nl2sql_align.pipeline import plan_seeds
+
+    pipe = load_pipeline(_write(tmp_path, [steps[0], clash], HEAD), ["compare.seeds=2"])
+    with pytest.raises(RecipeError, match=r"would both write .*sft-seed1"):
+        plan_seeds(pipe)
