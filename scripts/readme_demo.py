@@ -32,9 +32,10 @@ def section(summary: dict, measured: str) -> str:
         "",
     ]
     if pipe:
+        seeds = f" x {summary['seeds']} seeds" if summary.get("seeds", 1) > 1 else ""
         lines.append(
             f"Wall time {pipe['total_seconds'] / 60:.1f} min without the install ({step_times(pipe)}; scoring the "
-            f"{len(summary['runs'])} policies {pipe['compare_seconds']:.0f} s)."
+            f"{len(summary['runs'])} policies{seeds} {pipe['compare_seconds']:.0f} s)."
         )
     lines.append(END)
     return "\n".join(lines)
