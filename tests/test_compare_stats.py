@@ -161,3 +161,30 @@ def test_correct_vector_reads_the_per_example_rows_in_data_order(tmp_path: Path)
     rows = [{"index": 2, "correct": True}, {"index": 0, "correct": False}, {"index": 1, "correct": True}]
     (tmp_path / "per_example.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert correct_vector(tmp_path) == [False, True, True]
+
+
+def test_seed_stats_against_independent_values():
+    """Per-seed EX, mean, sample sd (n - 1) and each run's difference to the same seed's baseline."""
+    import statistics
+
+    from nl2sql_align.seeds import add_seed_stats, seed_markdown
+
+    def summary(sft: float, grpo: float) -> dict:
+        return {"baseline": "sft", "runs": [{"name": "sft", "ex": sft}, {"name": "grpo", "ex": grpo}]}
+
+    per_seed = [summary(21.4, 22.1), summary(19.3, 17.9), summary(15.2, 17.2)]
+    main = per_seed[0]
+    add_seed_stats(main, per_seed)
+    sft, grpo = (r["seeds"] for r in main["runs"])
+    assert sft["ex"] == [21.4, 19.3, 15.2] and "diff" not in sft
+    assert sft["mean"] == pytest.approx(statistics.mean([21.4, 19.3, 15.2]), abs=0.005)
+    assert sft["sd"] == pytest.approx(statistics.stdev([21.4, 19.3, 15.2]), abs=0.005)
+    assert (sft["min"], sft["max"]) == (15.2, 21.4)
+    assert grpo["diff"] == [0.7, -1.4, 2.0]
+    assert grpo["diff_mean"] == pytest.approx(statistics.mean([0.7, -1.4, 2.0]), abs=0.005)
+    assert main["seeds"] == 3
+    rows = [line for line in seed_markdown(main) if line.startswith("| grpo |")]
+    assert rows == ["| grpo | 22.1 17.9 17.2 | 19.1 | 2.6 | 17.2-22.1 | +0.7 -1.4 +2.0 | +0.4 |"]
+    one = summary(21.4, 22.1)
+    add_seed_stats(one, [one])
+    assert one["runs"][0]["seeds"]["sd"] is None and seed_markdown(one) == []
