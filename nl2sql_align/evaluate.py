@@ -24,6 +24,7 @@ from nl2sql_align.predictions import write_predictions as save_predictions
 from nl2sql_align.recipe import RESOLVED_NAME, Recipe, load_recipe
 from nl2sql_align.sql import ExecResult, QueryRewriter, SQLExecutor, verdict
 from nl2sql_align.sql.results import soft_f1
+from nl2sql_align.stats import bootstrap_ci
 from nl2sql_align.stdio import is_stdio
 
 log = logging.getLogger(__name__)
@@ -298,6 +299,8 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         "ex": pct(r["correct"] for r in rows),
         "executable": pct(r["executable"] for r in rows),
     }
+    if rows:  # the same interval compare gives every run: an accuracy without one invites reading noise as a result
+        out["ex_ci"] = [round(x, 2) for x in bootstrap_ci([bool(r["correct"]) for r in rows])]
     if soft:
         out["soft_f1"] = pct(r["soft_f1"] for r in rows)
     if voted:
@@ -387,6 +390,9 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
     if "ex_complex" in summary:
         add(levels, "complex (hard+extra)", summary["ex_complex"], style="italic")
     levels.caption = f"metric: {summary['metric']}"
+    if summary.get("ex_ci") and summary.get("n"):
+        lo, hi = summary["ex_ci"]
+        levels.caption += f"; EX 95% CI [{lo:.1f}, {hi:.1f}] (bootstrap over the {summary['n']} questions)"
     if soft:
         levels.caption += " (EX: set equality; Soft-F1: BIRD mini-dev's, mean per question)"
     if voted or ks:

@@ -74,6 +74,20 @@ def test_summary_per_level_complex_and_database_by_hand():
     assert [r["level"] for r in rows] == ["easy", "easy", "medium", "hard", "hard", "extra", "unknown"]
 
 
+def test_summary_carries_the_same_interval_compare_gives():
+    from nl2sql_align.compare import add_paired_stats
+
+    rows = _spider_rows()
+    s = summarize(rows, "spider")
+    lo, hi = s["ex_ci"]
+    assert lo < s["ex"] < hi and hi - lo > 20  # 3 of 7: a wide interval around 42.86
+    recs = [{"name": "run"}]
+    add_paired_stats(recs, [[bool(r["correct"]) for r in rows]], 0)
+    assert s["ex_ci"] == recs[0]["ex_ci"]  # one place computes it: eval and compare agree
+    all_right = summarize([dict(r, correct=True) for r in rows], "spider")
+    assert all_right["ex_ci"] == [100.0, 100.0]
+
+
 def test_the_datas_own_difficulty_wins_and_has_no_complex_group():
     # BIRD rows carry simple/moderate/challenging: those are the levels, whatever the SQL looks like.
     rows = [
