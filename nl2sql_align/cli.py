@@ -109,6 +109,7 @@ def eval_(
     timeout: o.Timeout = None,
     samples: o.Samples = None,
     temperature: o.Temperature = None,
+    ves: o.Ves = None,
     backend: o.Backend = None,
     agent: o.Agent = None,
     limit: o.Limit = None,
@@ -123,7 +124,8 @@ def eval_(
     from nl2sql_align.evaluate import check_min_ex, eval_command, eval_flag_overrides
 
     overrides = eval_flag_overrides(model, set_, metric=metric, keep_distinct=keep_distinct, backend=backend,
-                                    timeout=timeout, samples=samples, temperature=temperature, agent=agent)  # fmt: skip
+                                    timeout=timeout, samples=samples, temperature=temperature, agent=agent,
+                                    ves_iterations=ves)  # fmt: skip
     with results_only_on_stdout(json_ or is_stdio(write_predictions)):
         summary = eval_command(
             data, report, model=model, predictions=predictions, recipe=recipe, overrides=overrides, json_=json_,

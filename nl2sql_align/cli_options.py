@@ -143,6 +143,14 @@ Samples = Annotated[
     int | None, typer.Option(help="eval.samples: also sample N per question (self-consistency, pass@k).")
 ]
 Temperature = Annotated[float | None, typer.Option(help="eval.temperature for --samples.")]
+Ves = Annotated[
+    int | None,
+    typer.Option(
+        "--ves",
+        help="eval.ves_iterations: also report BIRD mini-dev's R-VES, timing each correct prediction and its gold "
+        "N times (the official script: 100).",
+    ),
+]
 Backend = Annotated[str | None, typer.Option(help="eval.backend: auto, hf or vllm (the [vllm] extra).")]
 Agent = Annotated[
     bool | None, typer.Option(help="eval.agent: let the model run execute_sql tool calls before it answers ([agent]).")

@@ -23,7 +23,7 @@ from nl2sql_align.predictions import format_for_path, read_predictions
 from nl2sql_align.predictions import write_predictions as save_predictions
 from nl2sql_align.recipe import RESOLVED_NAME, Recipe, load_recipe
 from nl2sql_align.sql import ExecResult, QueryRewriter, SQLExecutor, verdict
-from nl2sql_align.sql.results import soft_f1
+from nl2sql_align.sql.results import r_ves, soft_f1, ves_reward
 from nl2sql_align.stats import bootstrap_ci
 from nl2sql_align.stdio import is_stdio
 
@@ -136,6 +136,36 @@ def score_predictions(
             row.update(_voted_fields(ex, candidates[i], cand_results[i], g, metric))
         rows.append(row)
     return rows
+
+
+def add_ves_rewards(
+    rows: list[dict[str, Any]],
+    examples: list[Example],
+    executor: SQLExecutor,
+    rewriter: QueryRewriter,
+    iterations: int,
+    pred_dialect: str | None = None,
+) -> None:
+    """BIRD mini-dev's R-VES inputs (evaluation_ves.py) on each scored row: a correct prediction and its gold are
+    run `iterations` times each, alternately, in the sandbox; `time_ratio` is gold time / prediction time per
+    repetition (their mean) and `ves_reward` the bucketed reward of `ves_reward` (0 for a wrong prediction, or
+    when a timed run fails). The verdict is the row's own, so R-VES never disagrees with EX about what is right;
+    under `--metric bird` it is the official one. Timings are wall times inside the sandbox worker, of the SQL
+    as scored, on whatever else the machine is doing: a busy machine moves the ratios, not the verdicts."""
+    timed = [r for r in rows if r["correct"]]
+    jobs: list[tuple] = []
+    for r in timed:
+        ex = examples[r["index"]]
+        jobs += [rewriter.job(ex.db, r["pred"], pred_dialect), rewriter.job(ex.db, ex.sql, ex.dialect)] * iterations
+    results = iter(executor.execute_many(jobs, progress=len(jobs) > 200) if jobs else [])
+    for r in rows:
+        r["ves_reward"], r["time_ratio"] = 0.0, None
+    for r in timed:
+        pairs = [(next(results), next(results)) for _ in range(iterations)]
+        if not all(p.ok and g.ok for p, g in pairs):
+            continue  # the official script scores an exception or a timeout as 0
+        ratios = [g.elapsed / max(p.elapsed, 1e-9) for p, g in pairs]
+        r["ves_reward"], r["time_ratio"] = ves_reward(ratios), round(sum(ratios) / len(ratios), 4)
 
 
 def _voted_fields(
@@ -266,7 +296,8 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """EX and executable rate (percent) overall, per level ("ex_by_hardness"), for the complex Spider levels
     hard + extra together ("ex_complex", when there are any) and per database ("ex_by_db"). With sampled
     candidates (eval samples), each group also has the voted EX ("ex_voted", maj@N) and "pass_at_k" ({k: percent},
-    `pass_at_k_by_k`). Under metric "bird-f1" each group also has "soft_f1", the mean Soft-F1 in percent. Fills in
+    `pass_at_k_by_k`). Under metric "bird-f1" each group also has "soft_f1", the mean Soft-F1 in percent; with timed rows (eval
+    --ves, `add_ves_rewards`) "r_ves", BIRD mini-dev's R-VES. Fills in
     each row's "level" (`add_levels`) and "samples_correct" (`add_sample_counts`)."""
     from nl2sql_align.sql.hardness import COMPLEX_LEVELS
 
@@ -280,6 +311,7 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
 
     voted = bool(rows) and all("voted_correct" in r for r in rows)
     soft = bool(rows) and all("soft_f1" in r for r in rows)
+    ves = bool(rows) and all("ves_reward" in r for r in rows)
     overall_pass = pass_at_k_by_k(rows)
     sampled = bool(overall_pass)
 
@@ -291,6 +323,8 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
             g["ex_voted"] = pct(r["voted_correct"] for r in rs)
         if sampled:
             g["pass_at_k"] = pass_at_k_by_k(rs)
+        if ves:
+            g["r_ves"] = round(r_ves([r["ves_reward"] for r in rs]), 2)
         return g
 
     out: dict[str, Any] = {
@@ -307,6 +341,8 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
         out["ex_voted"] = pct(r["voted_correct"] for r in rows)
     if sampled:
         out["pass_at_k"] = overall_pass
+    if ves:  # BIRD mini-dev's R-VES: the mean of sqrt(reward) x 100 over all questions, wrong ones counting 0
+        out["r_ves"] = round(r_ves([r["ves_reward"] for r in rows]), 2)
     by_level: dict[str, list] = defaultdict(list)
     by_db: dict[str, list] = defaultdict(list)
     for r in rows:
@@ -395,6 +431,13 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
         levels.caption += f"; EX 95% CI [{lo:.1f}, {hi:.1f}] (bootstrap over the {summary['n']} questions)"
     if soft:
         levels.caption += " (EX: set equality; Soft-F1: BIRD mini-dev's, mean per question)"
+    if "r_ves" in summary:
+        levels.caption += (
+            f"; R-VES {summary['r_ves']:.2f} (BIRD mini-dev's, {summary.get('ves_iterations', '?')} timed runs of each"
+            " correct prediction and its gold; per level: "
+            + ", ".join(f"{k} {v['r_ves']:.2f}" for k, v in summary.get("ex_by_hardness", {}).items() if "r_ves" in v)
+            + ")"
+        )
     if voted or ks:
         levels.caption += "; all figures in percent; exec: executable" + ("; F1: Soft-F1" if soft else "")
     if voted:
@@ -520,7 +563,11 @@ def evaluate(
             candidates=candidates,
             memo=memo,
         )
+        if e.ves_iterations:
+            add_ves_rewards(rows, examples, ex, QueryRewriter(e.keep_distinct, e.metric), e.ves_iterations, pred_dialect)
     summary = summarize(rows, e.metric)
+    if e.ves_iterations:
+        summary["ves_iterations"] = e.ves_iterations
     summary.update(keep_distinct=e.keep_distinct, timeout=e.timeout, **(info or {}))
     if generator is not None:
         summary["backend"] = generator.backend

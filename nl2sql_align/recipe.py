@@ -129,6 +129,9 @@ class EvalSection:
     # EX of their majority vote by execution result (eval --samples; also after training and in compare).
     samples: int | None = None
     temperature: float = 0.8
+    # BIRD mini-dev's R-VES beside EX (eval --ves N): each correct prediction and its gold run N times each and
+    # their time ratio is bucketed (evaluation_ves.py uses 100). None: not timed.
+    ves_iterations: Annotated[int, Field(ge=1)] | None = None
     # SQL execution sandbox.
     timeout: float = 5.0
     workers: int | None = None

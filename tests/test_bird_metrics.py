@@ -185,3 +185,48 @@ def test_soft_f1_reward_gives_partial_credit_from_the_shared_engine(tmp_path) ->
         )
         bad_gold = dict(columns, gold_sql=["SELECT nope FROM t"] * len(cases))
         assert soft(prompts=None, completions=completions, **bad_gold) == [None] * 6 + [0.0]  # refused: still miss
+
+
+# --- R-VES wired in: eval --ves N -------------------------------------------------------------------------------
+# A recursive CTE that counts to 300,000 takes tens of milliseconds on SQLite and changes no result: wrapped around
+# a query it makes the same answer slow. So a fast prediction of a slow gold is >= 2x faster (reward 1.25) and a slow
+# prediction of a fast gold < 0.25x as fast (reward 0.25), whatever machine runs the test.
+SLOW = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) "
+SLOW_A = SLOW + "SELECT a FROM t WHERE (SELECT max(x) FROM c) > 0 ORDER BY a"
+
+
+def test_eval_ves_times_correct_predictions_and_buckets_their_ratio(tmp_path) -> None:
+    import json
+
+    from tests.test_cli import cli
+
+    db = _soft_f1_db(tmp_path)
+    cases = [  # (gold, prediction, expected reward)
+        (SLOW_A, GOLD_A, 1.25),  # the same rows, far faster than the gold
+        (GOLD_A, SLOW_A, 0.25),  # the same rows, far slower
+        (GOLD_A, "SELECT a FROM t WHERE a < 3", 0.0),  # wrong: never timed
+        (GOLD_A, "SELECT nope FROM t", 0.0),  # fails
+    ]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}", "sql": g, "db": str(db)}) + "\n" for i, (g, _, _) in enumerate(cases)))
+    preds = tmp_path / "p.sql"
+    preds.write_text("".join(p + "\n" for _, p, _ in cases))
+    report = tmp_path / "r"
+    out = cli("eval", "--data", str(data), "--predictions", str(preds), "--metric", "bird", "--ves", "3",
+              "--report", str(report))  # fmt: skip
+    rows = [json.loads(line) for line in (report / "per_example.jsonl").read_text().splitlines()]
+    assert [r["correct"] for r in rows] == [True, True, False, False]
+    assert [r["ves_reward"] for r in rows] == [c[2] for c in cases]
+    assert rows[0]["time_ratio"] >= 2 and rows[1]["time_ratio"] < 0.25
+    assert rows[2]["time_ratio"] is None and rows[3]["time_ratio"] is None
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["ves_iterations"] == 3
+    assert summary["r_ves"] == pytest.approx(r_ves([c[2] for c in cases]), abs=0.01)  # (111.8 + 50) / 4
+    assert "R-VES" in out.stdout + out.stderr
+
+    # Without --ves nothing is timed, and EX is the same.
+    cli("eval", "--data", str(data), "--predictions", str(preds), "--metric", "bird", "--report", str(tmp_path / "b"))
+    plain = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert "r_ves" not in plain and plain["ex"] == summary["ex"]
+    bad = cli("eval", "--data", str(data), "--predictions", str(preds), "--ves", "0", check=False)
+    assert bad.returncode != 0 and "eval.ves_iterations" in bad.stderr  # refused, not silently untimed
