@@ -314,3 +314,81 @@ def test_eval_closes_a_tool_calling_turn_as_the_template_does(tiny_model_dir, sh
     second = gen.seen[1]  # the context the second turn was generated from
     assert "</tool_call><|im_end|>\n<|im_start|>" in second and "<|endoftext|><|im_start|>" not in second
     assert second.endswith("<|im_start|>assistant\n") and "<tool_response>" in second
+
+
+# --- the warm start: sft with [agent] trains tool-calling trajectories (nl2sql_align/agent_data.py) ------------
+
+
+@pytest.mark.parametrize(
+    "gold, expected",
+    [
+        ("SELECT name FROM singer WHERE country = 'France'",
+         "SELECT DISTINCT country FROM singer WHERE LOWER(country) = LOWER('France') LIMIT 10"),
+        # the alias resolves to its table, the string comparison is found past a numeric one
+        ("SELECT T1.name FROM singer AS T1 JOIN concert AS T2 ON T1.id = T2.sid WHERE T1.age > 3 AND T2.theme = 'Free'",
+         "SELECT DISTINCT theme FROM concert WHERE LOWER(theme) = LOWER('Free') LIMIT 10"),
+        ('SELECT a FROM "My Table" WHERE "Full Name" LIKE \'Bob%\'',  # a pattern stays a pattern; quoting kept
+         'SELECT DISTINCT "Full Name" FROM "My Table" WHERE LOWER("Full Name") LIKE LOWER(\'Bob%\') LIMIT 10'),
+        ("SELECT count(*) FROM singer WHERE age > 20", "SELECT * FROM singer LIMIT 3"),  # nothing to look up
+        ("SELECT name FROM a JOIN b ON a.x = b.y WHERE name = 'x'", "SELECT * FROM a LIMIT 3"),  # whose column?
+        ("SELECT FROM (", None),
+    ],
+)
+def test_exploratory_query_is_derived_from_the_gold(gold, expected):
+    from nl2sql_align.agent_data import exploratory_query
+
+    assert exploratory_query(gold, "sqlite", 10) == expected
+
+
+def test_agent_sft_rows_are_the_agents_own_turns(shop_examples, tiny_model_dir: Path):
+    """The prompt is byte for byte the one the agent is prompted with in GRPO and eval; the tool result is the real
+    one, rendered as the tool renders it; the answer is the gold."""
+    from transformers import AutoTokenizer
+
+    from nl2sql_align.agent import agent_chat_template, agent_prompt_texts, tool_settings
+    from nl2sql_align.agent_data import agent_sft_rows, exploratory_query
+    from nl2sql_align.data import format_answer
+    from nl2sql_align.sql import SQLExecutor
+    from tests.conftest import REPO
+
+    recipe = load_recipe(REPO / "recipes" / "tiny-sft.toml", ["agent.max_result_rows=5"])
+    examples = [ex for ex in load_examples("demo:train") if ex.db_id == "shop" and "'" in ex.sql][:3]
+    examples += shop_examples[:1]
+    rows = agent_sft_rows(examples, recipe)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    with SQLExecutor(workers=1) as ex:
+        for row, example in zip(rows, examples, strict=True):
+            assistant, tool, answer = row["completion"]
+            query = exploratory_query(example.sql, example.db.dialect, 5)
+            assert assistant["tool_calls"][0]["function"] == {"name": "execute_sql", "arguments": {"query": query}}
+            assert tool["content"] == render_result(ex.execute(example.db, query), tool_settings(recipe.agent))
+            assert answer == {"role": "assistant", "content": format_answer(example.sql)}
+    lookup = rows[0]["completion"][1]["content"]
+    assert lookup.startswith("1 row") or lookup.startswith("0 rows")  # a lookup of the gold's own literal
+    agent_chat_template(tok)
+    prompts = agent_prompt_texts(tok, examples, recipe.data.schema, recipe.data.system_prompt)
+    for row, prompt in zip(rows, prompts, strict=True):
+        rendered = tok.apply_chat_template(row["prompt"], tools=json.loads(row["tools"]), tokenize=False,
+                                           add_generation_prompt=True)  # fmt: skip
+        assert rendered == prompt
+
+
+def test_sft_with_agent_trains_the_trajectories_and_saves_a_tool_template(tiny_model_dir: Path, tmp_path: Path):
+    from nl2sql_align.stages import sft
+    from nl2sql_align.stages.sft import token_lengths
+    from tests.conftest import stage_recipe
+
+    out = tmp_path / "agent-sft"
+    args = ("data.train_limit=8", 'data.eval=""', "train.max_steps=2", "train.logging_steps=1", "train.max_length=1024")
+    recipe = stage_recipe("sft", tiny_model_dir, out, *args, "agent.max_turns=2")
+    plain = stage_recipe("sft", tiny_model_dir, tmp_path / "plain", *args)
+    from transformers import AutoTokenizer
+
+    examples = load_examples("demo:train")[:8]
+    agent_len = token_lengths(recipe, examples, AutoTokenizer.from_pretrained(tiny_model_dir))
+    plain_len = token_lengths(plain, examples, AutoTokenizer.from_pretrained(tiny_model_dir))
+    assert all(a > p for a, p in zip(agent_len, plain_len, strict=True))  # the preflight measures the trajectories
+    assert sft.run(recipe) == out
+    steps = [x for x in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in x]
+    assert len(steps) == 2
+    assert "<tool_call>" in (out / "chat_template.jinja").read_text()  # GRPO and eval --agent render the same

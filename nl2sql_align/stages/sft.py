@@ -1,7 +1,10 @@
-"""SFT: TRL's SFTTrainer on conversational prompt/completion pairs, so the loss covers the answer only."""
+"""SFT: TRL's SFTTrainer on conversational prompt/completion pairs, so the loss covers the answer only. With an
+`[agent]` table each question is a tool-calling trajectory instead (nl2sql_align/agent_data.py): the agent's
+warm start, in the format its GRPO and `eval --agent` use."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from nl2sql_align.data import build_messages, format_answer
@@ -20,6 +23,10 @@ TRAIN_DEFAULTS = {
 
 
 def sft_rows(examples, recipe: Recipe) -> list[dict]:
+    if recipe.agent is not None:
+        from nl2sql_align.agent_data import agent_sft_rows
+
+        return agent_sft_rows(examples, recipe)
     return [
         {
             "prompt": build_messages(ex, recipe.data.schema, recipe.data.system_prompt),
@@ -47,9 +54,14 @@ def _preflight(recipe: Recipe, data):
 
 def token_lengths(recipe: Recipe, examples, tokenizer) -> list[int]:
     """Prompt + answer tokens of each example, as the chat template renders them for training."""
+    if recipe.agent is not None:
+        from nl2sql_align.agent import agent_chat_template
+
+        agent_chat_template(tokenizer)  # the template that renders tool calls, as training will use
     lengths = []
     for row in sft_rows(examples, recipe):
-        text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+        tools = json.loads(row["tools"]) if "tools" in row else None
+        text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tools=tools, tokenize=False)
         lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     return lengths
 
@@ -58,6 +70,10 @@ def _build(ctx: StageContext):
     from datasets import Dataset
     from trl import SFTTrainer
 
+    if ctx.recipe.agent is not None:
+        from nl2sql_align.agent import agent_chat_template
+
+        agent_chat_template(ctx.tokenizer)  # saved with the model: GRPO and eval --agent render the same turns
     train = Dataset.from_list(sft_rows(ctx.train_examples, ctx.recipe))
     return SFTTrainer(
         model=ctx.model,
