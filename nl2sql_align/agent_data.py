@@ -9,7 +9,8 @@ trajectory in the same tool format the agent's GRPO and `eval --agent` use (nl2s
 The exploratory query is what a careful analyst would run first: for the gold's first comparison of a column with
 a string literal, the column's distinct values that match the literal case-insensitively (so the model learns to
 look up how a value is really spelt before it copies it into its answer); without one, the first rows of the
-gold's first table. It is built and rendered with sqlglot in the database's dialect. A random model never calls a
+gold's first table. It is built with sqlglot and rendered in the database's dialect. A question with no usable
+query (the gold does not parse, or the query fails) keeps a single-turn row, and the count is logged. A random model never calls a
 tool by itself, so without this RL has no tool call to reward (issue 20, part 4).
 
 The loss covers the whole completion, tool results included (TRL masks the prompt only in prompt/completion
@@ -27,7 +28,7 @@ import sqlglot
 from sqlglot import exp
 
 from nl2sql_align.agent import TOOL_NAME, SQLEnvironment, render_result, tool_settings
-from nl2sql_align.sql import SQLExecutor
+from nl2sql_align.sql import ExecResult, SQLExecutor
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,12 @@ PEEK_ROWS = 3  # rows of the gold's first table when there is no string literal 
 
 
 def _tables(tree: exp.Expression) -> dict[str, exp.Table]:
-    """Alias or name (lower-cased) -> table node, for every table the query reads."""
+    """Alias or name (lower-cased) -> table node, for every table of the database the query reads (a CTE's name
+    is not one)."""
+    ctes = {c.alias_or_name.lower() for c in tree.find_all(exp.CTE)}
     out: dict[str, exp.Table] = {}
     for t in tree.find_all(exp.Table):
-        if t.name:
+        if t.name and not (t.name.lower() in ctes and not t.db):
             out.setdefault(t.name.lower(), t)
             if t.alias:
                 out[t.alias.lower()] = t
@@ -67,15 +70,20 @@ def _literal_lookup(
     return None
 
 
-def exploratory_query(sql: str, dialect: str, max_rows: int) -> str | None:
-    """The query the trajectory runs before answering `sql` (see the module docstring), in `dialect`; None when
-    the gold does not parse or reads no table."""
+def exploratory_query(sql: str, dialect: str, max_rows: int, db_dialect: str | None = None) -> str | None:
+    """The query the trajectory runs before answering `sql` (written in `dialect`; see the module docstring),
+    rendered in `db_dialect` (default: `dialect`), the database's, as the tool expects; None when the gold does
+    not parse or reads no table."""
     try:
         tree = sqlglot.parse_one(sql, read=dialect)
     except sqlglot.errors.SqlglotError:
         return None
     if tree is None:
         return None
+    if dialect == "sqlite":  # Spider's `WHERE country = "France"`: a string, as SQLite reads it
+        from nl2sql_align.sql.guard import _sqlite_strings
+
+        _sqlite_strings(tree)
     tables = _tables(tree)
     if not tables:
         return None
@@ -84,17 +92,19 @@ def exploratory_query(sql: str, dialect: str, max_rows: int) -> str | None:
         col, table, lit, pattern = found
         column = exp.Column(this=col.this.copy())
         match = exp.Like if pattern else exp.EQ  # a LIKE pattern stays a pattern
+        # CAST: DuckDB and PostgreSQL have no lower() of a number or a date (`year = '2014'`)
+        as_text = exp.Lower(this=exp.Cast(this=column, to=exp.DataType.build("TEXT")))
         query = (
             exp.select(column.copy())
             .distinct()
             .from_(exp.Table(this=table.this.copy(), db=table.args.get("db")))
-            .where(match(this=exp.Lower(this=column), expression=exp.Lower(this=lit.copy())))
+            .where(match(this=as_text, expression=exp.Lower(this=lit.copy())))
             .limit(max_rows)
         )
     else:
         first = next(iter(tables.values()))
         query = exp.select("*").from_(exp.Table(this=first.this.copy(), db=first.args.get("db"))).limit(PEEK_ROWS)
-    return query.sql(dialect=dialect)
+    return query.sql(dialect=db_dialect or dialect)
 
 
 def tool_schema() -> list[dict[str, Any]]:
@@ -105,21 +115,32 @@ def tool_schema() -> list[dict[str, Any]]:
     return [get_json_schema(SQLEnvironment(None).execute_sql)]  # type: ignore[arg-type]
 
 
-def agent_sft_rows(examples, recipe, executor: SQLExecutor | None = None) -> list[dict[str, Any]]:
+# (database, query) -> result: the preflight's length check and the training set build the same rows, and the
+# databases are read-only, so each exploratory query runs once per process.
+_RESULTS: dict[tuple, ExecResult] = {}
+
+
+def _run(jobs: list[tuple], timeout: float) -> list[ExecResult]:
+    todo = [j for j in dict.fromkeys(jobs) if j not in _RESULTS]
+    if todo:
+        with SQLExecutor(timeout=timeout) as executor:
+            _RESULTS.update(zip(todo, executor.execute_many(todo, progress=len(todo) > 200), strict=True))
+    return [_RESULTS[j] for j in jobs]
+
+
+def agent_sft_rows(examples, recipe) -> list[dict[str, Any]]:
     """SFT rows (conversational prompt/completion, plus `tools` as JSON) of the trajectories above. A question
-    whose exploratory query cannot be built, or fails, keeps a single-turn row (answer straight away)."""
+    whose exploratory query cannot be built, or fails, keeps a single-turn row (answer straight away). Queries
+    run in the sandbox with the tool's timeout ([agent] tool_timeout, else eval.timeout), as `eval --agent` runs
+    them."""
     from nl2sql_align.data import build_messages, format_answer
 
     settings = tool_settings(recipe.agent)
-    queries = [exploratory_query(ex.sql, ex.dialect or ex.db.dialect, settings.max_rows) for ex in examples]
+    queries = [
+        exploratory_query(ex.sql, ex.dialect or ex.db.dialect, settings.max_rows, ex.db.dialect) for ex in examples
+    ]
     jobs = [(ex.db, q, None) for ex, q in zip(examples, queries, strict=True) if q is not None]
-    own = executor is None
-    executor = executor or SQLExecutor()
-    try:
-        results = iter(executor.execute_many(jobs, progress=len(jobs) > 200))
-    finally:
-        if own:
-            executor.close()
+    results = iter(_run(jobs, recipe.agent.tool_timeout or recipe.eval.timeout))
     tools = json.dumps(tool_schema())
     rows, single = [], 0
     for ex, q in zip(examples, queries, strict=True):

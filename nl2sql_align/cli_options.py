@@ -148,7 +148,7 @@ Ves = Annotated[
     typer.Option(
         "--ves",
         help="eval.ves_iterations: also report BIRD mini-dev's R-VES, timing each correct prediction and its gold "
-        "N times (the official script: 100).",
+        "N times (the official script: 100); 0: off (a model trained with it set).",
     ),
 ]
 Backend = Annotated[str | None, typer.Option(help="eval.backend: auto, hf or vllm (the [vllm] extra).")]

@@ -123,6 +123,7 @@ def run_record(run: Run, summary: dict[str, Any], report_dir: Path) -> dict[str,
         "n_complex": summary["ex_complex"]["n"] if "ex_complex" in summary else 0,
         "executable": summary["executable"],
         "soft_f1": summary.get("soft_f1"),  # metric bird-f1 only
+        "r_ves": summary.get("r_ves"),  # eval.ves_iterations only
         "ex_by_hardness": {k: v["ex"] for k, v in summary.get("ex_by_hardness", {}).items()},
         "train_seconds": end.get("train_seconds"),
         "steps": end.get("steps"),
@@ -354,6 +355,14 @@ def soft_f1_lines(recs: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def r_ves_lines(recs: list[dict[str, Any]]) -> list[str]:
+    """With eval.ves_iterations: each run's R-VES (BIRD mini-dev's timed efficiency score) beside the EX above."""
+    if not any(r.get("r_ves") is not None for r in recs):
+        return []
+    return ["", "R-VES (BIRD mini-dev, timed against the gold): " + ", ".join(
+        f"{r['name']} {_fmt(r.get('r_ves'), '.2f')}" for r in recs) + "."]  # fmt: skip
+
+
 def write_markdown(summary: dict[str, Any], path: Path) -> None:
     from nl2sql_align.seeds import seed_markdown
 
@@ -370,6 +379,7 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         "",
         *result_tables(recs),
         *soft_f1_lines(recs),
+        *r_ves_lines(recs),
         *seed_markdown(summary),
         "",
         f"Machine (this comparison): {m['platform']}, Python {m['python']}, {m['cpus']} CPUs, {m['gpu']}.",

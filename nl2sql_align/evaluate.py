@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,23 +141,27 @@ def score_predictions(
 def add_ves_rewards(
     rows: list[dict[str, Any]],
     examples: list[Example],
-    executor: SQLExecutor,
     rewriter: QueryRewriter,
     iterations: int,
     pred_dialect: str | None = None,
+    timeout: float = 5.0,
 ) -> None:
     """BIRD mini-dev's R-VES inputs (evaluation_ves.py) on each scored row: a correct prediction and its gold are
-    run `iterations` times each, alternately, in the sandbox; `time_ratio` is gold time / prediction time per
-    repetition (their mean) and `ves_reward` the bucketed reward of `ves_reward` (0 for a wrong prediction, or
-    when a timed run fails). The verdict is the row's own, so R-VES never disagrees with EX about what is right;
-    under `--metric bird` it is the official one. Timings are wall times inside the sandbox worker, of the SQL
-    as scored, on whatever else the machine is doing: a busy machine moves the ratios, not the verdicts."""
+    run `iterations` times each, alternately, one query at a time in one sandbox worker (two queries timed side
+    by side would slow each other); `time_ratio` is gold time / prediction time per repetition (their mean) and
+    `ves_reward` the bucketed reward of `ves_reward` (0 for a wrong prediction, or when a timed run fails). The
+    verdict is the row's own, so R-VES never disagrees with EX about what is right; under `--metric bird` it is
+    the official one. Timings are wall times inside the worker, of the SQL as scored, on whatever else the
+    machine is doing: a busy machine moves the ratios, not the verdicts."""
     timed = [r for r in rows if r["correct"]]
     jobs: list[tuple] = []
     for r in timed:
         ex = examples[r["index"]]
         jobs += [rewriter.job(ex.db, r["pred"], pred_dialect), rewriter.job(ex.db, ex.sql, ex.dialect)] * iterations
-    results = iter(executor.execute_many(jobs, progress=len(jobs) > 200) if jobs else [])
+    results: Iterator[ExecResult] = iter([])
+    if jobs:
+        with SQLExecutor(workers=1, timeout=timeout) as timer:
+            results = iter(timer.execute_many(jobs, progress=len(jobs) > 200))
     for r in rows:
         r["ves_reward"], r["time_ratio"] = 0.0, None
     for r in timed:
@@ -426,11 +430,11 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
     if "ex_complex" in summary:
         add(levels, "complex (hard+extra)", summary["ex_complex"], style="italic")
     levels.caption = f"metric: {summary['metric']}"
+    if soft:
+        levels.caption += " (EX: set equality; Soft-F1: BIRD mini-dev's, mean per question)"
     if summary.get("ex_ci") and summary.get("n"):
         lo, hi = summary["ex_ci"]
         levels.caption += f"; EX 95% CI [{lo:.1f}, {hi:.1f}] (bootstrap over the {summary['n']} questions)"
-    if soft:
-        levels.caption += " (EX: set equality; Soft-F1: BIRD mini-dev's, mean per question)"
     if "r_ves" in summary:
         levels.caption += (
             f"; R-VES {summary['r_ves']:.2f} (BIRD mini-dev's, {summary.get('ves_iterations', '?')} timed runs of each"
@@ -564,7 +568,8 @@ def evaluate(
             memo=memo,
         )
         if e.ves_iterations:
-            add_ves_rewards(rows, examples, ex, QueryRewriter(e.keep_distinct, e.metric), e.ves_iterations, pred_dialect)
+            add_ves_rewards(rows, examples, QueryRewriter(e.keep_distinct, e.metric), e.ves_iterations, pred_dialect,
+                            timeout=e.timeout)  # fmt: skip
     summary = summarize(rows, e.metric)
     if e.ves_iterations:
         summary["ves_iterations"] = e.ves_iterations

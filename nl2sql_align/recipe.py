@@ -130,8 +130,8 @@ class EvalSection:
     samples: int | None = None
     temperature: float = 0.8
     # BIRD mini-dev's R-VES beside EX (eval --ves N): each correct prediction and its gold run N times each and
-    # their time ratio is bucketed (evaluation_ves.py uses 100). None: not timed.
-    ves_iterations: Annotated[int, Field(ge=1)] | None = None
+    # their time ratio is bucketed (evaluation_ves.py uses 100). None or 0: not timed.
+    ves_iterations: Annotated[int, Field(ge=0)] | None = None
     # SQL execution sandbox.
     timeout: float = 5.0
     workers: int | None = None

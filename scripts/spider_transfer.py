@@ -77,6 +77,7 @@ def main() -> int:
     from nl2sql_align.stats import bootstrap_ci, paired_comparison
 
     out = args.out.resolve()
+    args.sft = str(Path(args.sft).resolve())  # the commands below run in the repository root
     files = split_by_database(args.sample, out / "spider")
     gguf = load_recipe(GGUF_RECIPE).model.name_or_path
     data_all, data_held = f"spider:{args.sample}", f"spider:{files['heldout']}"
@@ -84,7 +85,7 @@ def main() -> int:
     evaluate(gguf, data_all, out / "zero-shot-all", GGUF_RECIPE)
     evaluate(args.sft, data_all, out / "sft-all", None)
     grpo = out / "grpo"
-    if not (grpo / "metrics.jsonl").is_file():
+    if not any((grpo / f).is_file() for f in ("adapter_model.safetensors", "model.safetensors")):  # not finished
         cli("grpo", "--recipe", "recipes/smollm2-grpo.toml", "--overwrite",
             "--set", f'model.name_or_path="{args.sft}"', "--set", f'output_dir="{grpo}"',
             "--set", f'data.train="spider:{files["train"]}"', "--set", f'data.eval="{data_held}"',

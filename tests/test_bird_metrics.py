@@ -228,5 +228,7 @@ def test_eval_ves_times_correct_predictions_and_buckets_their_ratio(tmp_path) ->
     cli("eval", "--data", str(data), "--predictions", str(preds), "--metric", "bird", "--report", str(tmp_path / "b"))
     plain = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert "r_ves" not in plain and plain["ex"] == summary["ex"]
-    bad = cli("eval", "--data", str(data), "--predictions", str(preds), "--ves", "0", check=False)
+    bad = cli("eval", "--data", str(data), "--predictions", str(preds), "--ves", "-1", check=False)
     assert bad.returncode != 0 and "eval.ves_iterations" in bad.stderr  # refused, not silently untimed
+    off = cli("eval", "--data", str(data), "--predictions", str(preds), "--ves", "0", "--json")
+    assert "r_ves" not in json.loads(off.stdout)  # 0 switches off what a model's recipe turned on

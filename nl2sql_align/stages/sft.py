@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from nl2sql_align.data import build_messages, format_answer
+from nl2sql_align.errors import RecipeError
 from nl2sql_align.recipe import Recipe
 from nl2sql_align.stages import Stage
 from nl2sql_align.stages.preflight import check_gold
@@ -47,6 +48,8 @@ def train_defaults(recipe: Recipe | None = None) -> dict:
 
 
 def _preflight(recipe: Recipe, data):
+    if recipe.agent is not None and (problem := recipe.agent.problem()):
+        raise RecipeError(f"{recipe.source}: [agent] {problem}")
     # SFT would teach SQL that fails: every gold query must run, as eval runs it.
     check_gold(data[0], recipe, f"data.train = {recipe.data.train}", "SFT would teach SQL that fails")
     return [f"gold SQL of all {len(data[0])} training examples runs"], data
