@@ -97,31 +97,33 @@ def main() -> int:
     result: dict = {"sample": str(args.sample), "train_dbs": TRAIN_DBS, "heldout_dbs": HELDOUT_DBS, "rows": []}
     lines = [
         f"| model | Spider sample, all {len(correct_vector(out / 'sft-all'))} | held-out databases, "
-        f"{len(correct_vector(out / 'sft-heldout'))} | Δ vs previous row (held out) | McNemar p |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"{len(correct_vector(out / 'sft-heldout'))} | Δ vs previous row (all) | p | Δ vs previous row (held out) | p |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    prev = None
+    prev = prev_all = None
     for name, all_dir, held_dir in (
         ("zero-shot", out / "zero-shot-all", out / "zero-shot-heldout"),
         ("after SFT on the demo", out / "sft-all", out / "sft-heldout"),
         (f"after GRPO on {' + '.join(TRAIN_DBS)}", None, out / "grpo-heldout"),
     ):
         held = correct_vector(held_dir)
+        every = correct_vector(all_dir) if all_dir is not None else None
         row = {"model": name, "heldout": _ex(held, bootstrap_ci)}
         cells = ["-", _cell(row["heldout"])]
-        if all_dir is not None:
-            row["all"] = _ex(correct_vector(all_dir), bootstrap_ci)
+        if every is not None:
+            row["all"] = _ex(every, bootstrap_ci)
             cells[0] = _cell(row["all"])
-        if prev is not None:
-            cmp = paired_comparison(prev, held)
-            row["vs_previous"] = cmp
+        for key, before, now in (("vs_previous_all", prev_all, every), ("vs_previous_heldout", prev, held)):
+            if before is None or now is None:
+                cells += ["-", "-"]
+                continue
+            cmp = paired_comparison(before, now)
+            row[key] = cmp
             lo, hi = cmp["diff_ci"]
-            cells += [f"{cmp['diff']:+.1f} [{lo:+.1f}, {hi:+.1f}] ({cmp['wins']}/{cmp['losses']})", f"{cmp['p']:.3f}"]
-        else:
-            cells += ["-", "-"]
+            cells += [f"{cmp['diff']:+.1f} [{lo:+.1f}, {hi:+.1f}] ({cmp['wins']}/{cmp['losses']})", _p(cmp["p"])]
         result["rows"].append(row)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        prev = held
+        prev, prev_all = held, every
     (out / "transfer.json").write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
     (out / "transfer.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
@@ -130,6 +132,10 @@ def main() -> int:
 
 def _ex(vec: list[bool], bootstrap_ci) -> dict:
     return {"n": len(vec), "ex": 100.0 * sum(vec) / len(vec), "ci": list(bootstrap_ci(vec))}
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _cell(r: dict) -> str:
