@@ -60,8 +60,17 @@ def cli(*args: str) -> None:
 def evaluate(model: str, data: str, report: Path, recipe: Path | None) -> None:
     if (report / "summary.json").is_file():
         return  # scored already: rerunning the script resumes
-    cli("eval", "--model", model, "--data", data, "--report", str(report), "--overwrite",
-        *(["--recipe", str(recipe)] if recipe else []))
+    cli(
+        "eval",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--report",
+        str(report),
+        "--overwrite",
+        *(["--recipe", str(recipe)] if recipe else []),
+    )
 
 
 def main() -> int:
@@ -86,10 +95,24 @@ def main() -> int:
     evaluate(args.sft, data_all, out / "sft-all", None)
     grpo = out / "grpo"
     if not any((grpo / f).is_file() for f in ("adapter_model.safetensors", "model.safetensors")):  # not finished
-        cli("grpo", "--recipe", "recipes/smollm2-grpo.toml", "--overwrite",
-            "--set", f'model.name_or_path="{args.sft}"', "--set", f'output_dir="{grpo}"',
-            "--set", f'data.train="spider:{files["train"]}"', "--set", f'data.eval="{data_held}"',
-            "--set", f"train.max_steps={args.grpo_steps}", "--set", "eval.after_training=false")
+        cli(
+            "grpo",
+            "--recipe",
+            "recipes/smollm2-grpo.toml",
+            "--overwrite",
+            "--set",
+            f'model.name_or_path="{args.sft}"',
+            "--set",
+            f'output_dir="{grpo}"',
+            "--set",
+            f'data.train="spider:{files["train"]}"',
+            "--set",
+            f'data.eval="{data_held}"',
+            "--set",
+            f"train.max_steps={args.grpo_steps}",
+            "--set",
+            "eval.after_training=false",
+        )
     evaluate(gguf, data_held, out / "zero-shot-heldout", GGUF_RECIPE)
     evaluate(args.sft, data_held, out / "sft-heldout", None)
     evaluate(str(grpo), data_held, out / "grpo-heldout", None)

@@ -208,7 +208,9 @@ def test_eval_ves_times_correct_predictions_and_buckets_their_ratio(tmp_path) ->
         (GOLD_A, "SELECT nope FROM t", 0.0),  # fails
     ]
     data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"question": f"q{i}", "sql": g, "db": str(db)}) + "\n" for i, (g, _, _) in enumerate(cases)))
+    data.write_text(
+        "".join(json.dumps({"question": f"q{i}", "sql": g, "db": str(db)}) + "\n" for i, (g, _, _) in enumerate(cases))
+    )
     preds = tmp_path / "p.sql"
     preds.write_text("".join(p + "\n" for _, p, _ in cases))
     report = tmp_path / "r"
