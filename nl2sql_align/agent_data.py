@@ -10,8 +10,8 @@ The exploratory query is what a careful analyst would run first: for the gold's 
 a string literal, the column's distinct values that match the literal case-insensitively (so the model learns to
 look up how a value is really spelt before it copies it into its answer); without one, the first rows of the
 gold's first table. It is built with sqlglot and rendered in the database's dialect. A question with no usable
-query (the gold does not parse, or the query fails) keeps a single-turn row, and the count is logged. A random model never calls a
-tool by itself, so without this RL has no tool call to reward (issue 20, part 4).
+query (the gold does not parse, or the query fails) keeps a single-turn row, and the count is logged. A random
+model never calls a tool by itself, so without this RL has no tool call to reward (issue 20, part 4).
 
 The loss covers the whole completion, tool results included (TRL masks the prompt only in prompt/completion
 data): the model is also trained to predict what the database returns, which is noise it can live with for a
@@ -121,11 +121,12 @@ _RESULTS: dict[tuple, ExecResult] = {}
 
 
 def _run(jobs: list[tuple], timeout: float) -> list[ExecResult]:
-    todo = [j for j in dict.fromkeys(jobs) if j not in _RESULTS]
-    if todo:
-        with SQLExecutor(timeout=timeout) as executor:
-            _RESULTS.update(zip(todo, executor.execute_many(todo, progress=len(todo) > 200), strict=True))
-    return [_RESULTS[j] for j in jobs]
+    from nl2sql_align.evaluate import run_once
+
+    if all(j in _RESULTS for j in jobs):  # the second call (preflight, then training): no sandbox to start
+        return [_RESULTS[j] for j in jobs]
+    with SQLExecutor(timeout=timeout) as executor:
+        return run_once(executor, jobs, _RESULTS)
 
 
 def agent_sft_rows(examples, recipe) -> list[dict[str, Any]]:
