@@ -300,8 +300,8 @@ def summarize(rows: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     """EX and executable rate (percent) overall, per level ("ex_by_hardness"), for the complex Spider levels
     hard + extra together ("ex_complex", when there are any) and per database ("ex_by_db"). With sampled
     candidates (eval samples), each group also has the voted EX ("ex_voted", maj@N) and "pass_at_k" ({k: percent},
-    `pass_at_k_by_k`). Under metric "bird-f1" each group also has "soft_f1", the mean Soft-F1 in percent; with timed rows (eval
-    --ves, `add_ves_rewards`) "r_ves", BIRD mini-dev's R-VES. Fills in
+    `pass_at_k_by_k`). Under metric "bird-f1" each group also has "soft_f1", the mean Soft-F1 in percent; with
+    timed rows (eval --ves, `add_ves_rewards`) "r_ves", BIRD mini-dev's R-VES. Fills in
     each row's "level" (`add_levels`) and "samples_correct" (`add_sample_counts`)."""
     from nl2sql_align.sql.hardness import COMPLEX_LEVELS
 
