@@ -343,24 +343,21 @@ def result_tables(recs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _per_run_line(recs: list[dict[str, Any]], key: str, label: str, spec: str) -> list[str]:
+    """One line listing each run's `key` beside the EX table, when any run has it."""
+    if not any(r.get(key) is not None for r in recs):
+        return []
+    return ["", f"{label}: " + ", ".join(f"{r['name']} {_fmt(r.get(key), spec)}" for r in recs) + "."]
+
+
 def soft_f1_lines(recs: list[dict[str, Any]]) -> list[str]:
     """Under --metric bird-f1: each run's mean Soft-F1 (BIRD mini-dev's partial credit) beside the EX above."""
-    if not any(r.get("soft_f1") is not None for r in recs):
-        return []
-    return [
-        "",
-        "Soft-F1 % (BIRD mini-dev, mean per question): "
-        + ", ".join(f"{r['name']} {_fmt(r.get('soft_f1'))}" for r in recs)
-        + ".",
-    ]
+    return _per_run_line(recs, "soft_f1", "Soft-F1 % (BIRD mini-dev, mean per question)", ".1f")
 
 
 def r_ves_lines(recs: list[dict[str, Any]]) -> list[str]:
     """With eval.ves_iterations: each run's R-VES (BIRD mini-dev's timed efficiency score) beside the EX above."""
-    if not any(r.get("r_ves") is not None for r in recs):
-        return []
-    return ["", "R-VES (BIRD mini-dev, timed against the gold): " + ", ".join(
-        f"{r['name']} {_fmt(r.get('r_ves'), '.2f')}" for r in recs) + "."]  # fmt: skip
+    return _per_run_line(recs, "r_ves", "R-VES (BIRD mini-dev, timed against the gold)", ".2f")
 
 
 def write_markdown(summary: dict[str, Any], path: Path) -> None:

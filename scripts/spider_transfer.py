@@ -83,7 +83,7 @@ def main() -> int:
 
     from nl2sql_align.compare import correct_vector
     from nl2sql_align.recipe import load_recipe
-    from nl2sql_align.stats import bootstrap_ci, paired_comparison
+    from nl2sql_align.stats import paired_comparison
 
     out = args.out.resolve()
     args.sft = str(Path(args.sft).resolve())  # the commands below run in the repository root
@@ -131,10 +131,10 @@ def main() -> int:
     ):
         held = correct_vector(held_dir)
         every = correct_vector(all_dir) if all_dir is not None else None
-        row = {"model": name, "heldout": _ex(held, bootstrap_ci)}
+        row = {"model": name, "heldout": _ex(held)}
         cells = ["-", _cell(row["heldout"])]
         if every is not None:
-            row["all"] = _ex(every, bootstrap_ci)
+            row["all"] = _ex(every)
             cells[0] = _cell(row["all"])
         for key, before, now in (("vs_previous_all", prev_all, every), ("vs_previous_heldout", prev, held)):
             if before is None or now is None:
@@ -153,8 +153,10 @@ def main() -> int:
     return 0
 
 
-def _ex(vec: list[bool], bootstrap_ci) -> dict:
-    return {"n": len(vec), "ex": 100.0 * sum(vec) / len(vec), "ci": list(bootstrap_ci(vec))}
+def _ex(vec: list[bool]) -> dict:
+    from nl2sql_align.stats import accuracy, bootstrap_ci
+
+    return {"n": len(vec), "ex": accuracy(vec), "ci": list(bootstrap_ci(vec))}
 
 
 def _p(p: float) -> str:
