@@ -46,6 +46,7 @@ bench: install
 	$(PY) scripts/measure_timeout.py
 	$(PY) scripts/bench_reward.py
 	$(PY) scripts/bench_eval.py
+	$(PY) scripts/bench_bird_scale.py
 	$(PY) scripts/bench_stages.py
 	$(PY) scripts/bench_overhead.py
 

@@ -490,7 +490,9 @@ def transcript(messages: list[dict]) -> str:
 
 def agent_outputs(generator, examples, recipe) -> tuple[list[str], list[str], list[dict]]:
     """(transcripts, final answers' SQL, per-question agent facts) of `generator` on `examples` under [agent]
-    and [eval]: the outputs `evaluate` scores, like a single-turn model's."""
+    and [eval]: the outputs `evaluate` scores, like a single-turn model's. Facts: `tool_calls` (calls answered by a
+    tool result: a malformed one gets an error result and counts) and `assistant_turns` (the answer's
+    included)."""
     from nl2sql_align.data import extract_sql
     from nl2sql_align.errors import UserError
     from nl2sql_align.recipe import AgentSection, RewardSection
@@ -509,5 +511,11 @@ def agent_outputs(generator, examples, recipe) -> tuple[list[str], list[str], li
         episodes = run_episodes(generator, examples, recipe, executor)
     texts = [transcript(ep.messages) for ep in episodes]
     answers = [extract_sql(answer_text(ep.messages)) for ep in episodes]
-    facts = [{"tool_calls": tool_calls_made(ep.messages), "turns": len(ep.messages)} for ep in episodes]
+    facts = [
+        {
+            "tool_calls": tool_calls_made(ep.messages),
+            "assistant_turns": sum(m.get("role") == "assistant" for m in ep.messages),
+        }
+        for ep in episodes
+    ]
     return texts, answers, facts

@@ -124,6 +124,7 @@ def run_record(run: Run, summary: dict[str, Any], report_dir: Path) -> dict[str,
         "executable": summary["executable"],
         "soft_f1": summary.get("soft_f1"),  # metric bird-f1 only
         "r_ves": summary.get("r_ves"),  # eval.ves_iterations only
+        "agent_tool_calls": (summary.get("agent") or {}).get("mean_tool_calls"),  # eval.agent runs only
         "ex_by_hardness": {k: v["ex"] for k, v in summary.get("ex_by_hardness", {}).items()},
         "train_seconds": end.get("train_seconds"),
         "steps": end.get("steps"),
@@ -360,6 +361,11 @@ def r_ves_lines(recs: list[dict[str, Any]]) -> list[str]:
     return _per_run_line(recs, "r_ves", "R-VES (BIRD mini-dev, timed against the gold)", ".2f")
 
 
+def agent_lines(recs: list[dict[str, Any]]) -> list[str]:
+    """Agent runs (eval.agent): how many execute_sql calls each made per question before answering."""
+    return _per_run_line(recs, "agent_tool_calls", "Tool calls per question (agent runs)", ".2f")
+
+
 def write_markdown(summary: dict[str, Any], path: Path) -> None:
     from nl2sql_align.seeds import seed_markdown
 
@@ -377,6 +383,7 @@ def write_markdown(summary: dict[str, Any], path: Path) -> None:
         *result_tables(recs),
         *soft_f1_lines(recs),
         *r_ves_lines(recs),
+        *agent_lines(recs),
         *seed_markdown(summary),
         "",
         f"Machine (this comparison): {m['platform']}, Python {m['python']}, {m['cpus']} CPUs, {m['gpu']}.",

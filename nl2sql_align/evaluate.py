@@ -435,6 +435,13 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
     if summary.get("ex_ci") and summary.get("n"):
         lo, hi = summary["ex_ci"]
         levels.caption += f"; EX 95% CI [{lo:.1f}, {hi:.1f}] (bootstrap over the {summary['n']} questions)"
+    agent = summary.get("agent") or {}
+    if "mean_tool_calls" in agent:
+        levels.caption += (
+            f"; agent: {agent['mean_tool_calls']:.2f} tool calls and {agent['mean_assistant_turns']:.2f} turns per "
+            "question "
+            f"(at most {agent['max_turns']} rounds of calls)"
+        )
     if "r_ves" in summary:
         levels.caption += (
             f"; R-VES {summary['r_ves']:.2f} (BIRD mini-dev's, {summary.get('ves_iterations', '?')} timed runs of each"
@@ -473,15 +480,20 @@ def check_self_consistency(e) -> None:
             )
 
 
-def model_predictions(generator: Generator, examples, recipe) -> tuple[list[str], list[str], list[list[str]] | None]:
+def model_predictions(
+    generator: Generator, examples, recipe, agent_facts: list[dict] | None = None
+) -> tuple[list[str], list[str], list[list[str]] | None]:
     """(raw greedy outputs, their SQL, sampled SQL candidates per question or None): what a model answers under
-    a recipe's [data] prompt and [eval] settings (`eval.samples` adds the self-consistency candidates)."""
+    a recipe's [data] prompt and [eval] settings (`eval.samples` adds the self-consistency candidates).
+    Under eval.agent, `agent_facts` (a list) receives each question's tool_calls and turns."""
     e = recipe.eval
     check_self_consistency(e)
     if e.agent:  # the [agent] loop: tool calls on the question's database, then the answer (nl2sql_align/agent.py)
         from nl2sql_align.agent import agent_outputs
 
-        outputs, sqls, _facts = agent_outputs(generator, examples, recipe)
+        outputs, sqls, facts = agent_outputs(generator, examples, recipe)
+        if agent_facts is not None:
+            agent_facts.extend(facts)
         return outputs, sqls, None
     prompt = {
         "schema": recipe.data.schema,
@@ -552,8 +564,9 @@ def evaluate(
         raise UserError("give exactly one of --model (generate) or --predictions (score a file)")
     e = recipe.eval
     outputs = candidates = None
+    facts: list[dict] = []
     if generator is not None:
-        outputs, predictions, candidates = model_predictions(generator, examples, recipe)
+        outputs, predictions, candidates = model_predictions(generator, examples, recipe, facts)
     with SQLExecutor(workers=e.workers, timeout=e.timeout) as ex:
         rows = score_predictions(
             examples,
@@ -570,6 +583,9 @@ def evaluate(
         if e.ves_iterations:
             add_ves_rewards(rows, examples, QueryRewriter(e.keep_distinct, e.metric), e.ves_iterations, pred_dialect,
                             timeout=e.timeout)  # fmt: skip
+    if facts:  # per question; rows may skip questions whose gold fails (skip_bad_gold), so match by index
+        for row in rows:
+            row.update(facts[row["index"]])
     summary = summarize(rows, e.metric)
     if e.ves_iterations:
         summary["ves_iterations"] = e.ves_iterations
@@ -580,6 +596,9 @@ def evaluate(
             from nl2sql_align.recipe import AgentSection
 
             summary["agent"] = {"max_turns": (recipe.agent or AgentSection()).max_turns}
+            if facts and rows:  # how much the model looked before answering, over the questions scored
+                for key, name in (("tool_calls", "mean_tool_calls"), ("assistant_turns", "mean_assistant_turns")):
+                    summary["agent"][name] = round(sum(r[key] for r in rows) / len(rows), 3)
     if e.samples is not None:
         summary.update(samples=e.samples, temperature=e.temperature)
     if report_dir is not None:

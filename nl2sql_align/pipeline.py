@@ -210,6 +210,9 @@ def _step_io(section: StepSection, recipe) -> tuple[Path, list[tuple[str, str]]]
     from nl2sql_align.pairs import pairs_plan
 
     inputs = [("model.name_or_path", recipe.model.name_or_path)]
+    template = recipe.model.chat_template or ""
+    if template.endswith((".jinja", ".j2")):  # a template file: editing it must retrain the step
+        inputs.append(("model.chat_template", template))
     if section.command == "pairs":
         _, data, output = pairs_plan(recipe)
         inputs.append(("pairs.data", data))

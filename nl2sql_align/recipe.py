@@ -146,10 +146,11 @@ class EvalSection:
 
 @dataclass(config=TABLE_CONFIG)
 class RewardComponentSection:
-    # A built-in (format, syntax, executable, execution, length, soft_f1) or a dotted path mypkg.rewards.fn
+    # A built-in (format, syntax, executable, execution, length, soft_f1, ves) or a dotted path mypkg.rewards.fn
     name: str = ""
     weight: float = 1.0
-    # Built-ins: the value when the check passes / fails (soft_f1: hit x the Soft-F1 when it runs, else miss).
+    # Built-ins: the value when the check passes / fails (soft_f1: hit x the Soft-F1 when it runs, else miss;
+    # ves: hit x BIRD's R-VES reward on a correct answer, else miss).
     hit: float = 1.0
     miss: float = 0.0
     # Built-ins: score only when these checks passed, else "not scored" (None).

@@ -178,9 +178,22 @@ def test_agent_eval_on_a_scripted_policy(tokenizer, shop_examples, tmp_path: Pat
     recipe = load_recipe(None, ["eval.agent=true", "agent.max_turns=3", "eval.max_new_tokens=1024"])
     gen = ScriptedGenerator(tokenizer, script)
     summary, preds = evaluate([ex], recipe, generator=gen, report_dir=tmp_path / "r", print_table=False)
-    assert summary["ex"] == 100.0 and summary["agent"] == {"max_turns": 3}
+    # Two calls answered (the malformed one with an error observation), then the answer: 3 assistant turns.
+    assert summary["ex"] == 100.0
+    assert summary["agent"] == {"max_turns": 3, "mean_tool_calls": 2.0, "mean_assistant_turns": 3.0}
     assert preds == [ex.sql]
     row = json.loads((tmp_path / "r" / "per_example.jsonl").read_text().splitlines()[0])
+    assert (row["tool_calls"], row["assistant_turns"]) == (2, 3)
+    # A question whose gold fails is left out with skip_bad_gold: the facts stay with their own questions.
+    from dataclasses import replace
+
+    broken = replace(shop_examples[1], sql="SELECT nope FROM customers")
+    gen = ScriptedGenerator(tokenizer, script)
+    summary, _ = evaluate([broken, ex], recipe, generator=gen, print_table=False, skip_bad_gold=True,
+                          report_dir=tmp_path / "skip")  # fmt: skip
+    rows = [json.loads(x) for x in (tmp_path / "skip" / "per_example.jsonl").read_text().splitlines()]
+    assert [r["index"] for r in rows] == [1] and rows[0]["correct"] and rows[0]["tool_calls"] == 2
+    assert summary["n"] == 1 and summary["agent"]["mean_tool_calls"] == 2.0
     assert "error: malformed tool call" in row["output"] and "[tool call] execute_sql" in row["output"]
     assert "<tool_response>" in gen.seen[-1] and "# Tools" in gen.seen[0]  # results fed back through the template
     # The same transcript with a wrong final answer is scored wrong; with a budget of 1 round, no answer at all.
@@ -433,3 +446,52 @@ def test_sft_with_agent_trains_the_trajectories_and_saves_a_tool_template(tiny_m
     steps = [x for x in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in x]
     assert len(steps) == 2
     assert "<tool_call>" in (out / "chat_template.jinja").read_text()  # GRPO and eval --agent render the same
+
+
+def test_compact_tool_template_renders_what_the_agent_reads_in_far_fewer_tokens(tiny_model_dir: Path, shop_examples):
+    """recipes/templates/chatml-tools-compact.jinja (the tiny agent's): without tools it is ChatML; with the tool
+    it keeps Qwen2.5's call and result format (TRL accepts it, parse_turn reads its calls back, a tool result
+    continues a conversation as a prefix) and the prompt is hundreds of tokens shorter."""
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import supports_tool_calling
+
+    from nl2sql_align.agent import agent_prompt_texts, prepare_tokenizer, tool_suffix
+    from nl2sql_align.stages.setup import read_chat_template
+    from tests.conftest import REPO
+
+    recipe = load_recipe(REPO / "recipes" / "tiny-agent-sft.toml")
+    qwen, compact = AutoTokenizer.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    plain = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
+    chatml = compact.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
+    compact.chat_template = read_chat_template(str(REPO / recipe.model.chat_template))
+    assert compact.apply_chat_template(plain, tokenize=False, add_generation_prompt=True) == chatml
+    assert supports_tool_calling(compact)
+    prepare_tokenizer(qwen)
+    prepare_tokenizer(compact)  # kept: it already renders <tool_call>
+    long = agent_prompt_texts(qwen, shop_examples[:2], recipe.data.schema, recipe.data.system_prompt)
+    short = agent_prompt_texts(compact, shop_examples[:2], recipe.data.schema, recipe.data.system_prompt)
+    for a, b, example in zip(long, short, shop_examples[:2], strict=True):
+        assert "Tool execute_sql(query): " in b and f"Question: {example.question}" in b
+        assert len(compact(b)["input_ids"]) + 300 < len(qwen(a)["input_ids"])
+    call = '<tool_call>\n{"name": "execute_sql", "arguments": {"query": "SELECT 1"}}\n</tool_call>'
+    turn = parse_turn(call + "<|im_end|>", ("<|im_end|>",))
+    assert turn["tool_calls"][0]["function"] == {"name": "execute_sql", "arguments": {"query": "SELECT 1"}}
+    convo = [*plain, {"role": "assistant", "content": "", "tool_calls": turn["tool_calls"]}]
+    rendered = compact.apply_chat_template(convo, tokenize=False)
+    assert call in rendered
+    result = [{"role": "tool", "name": "execute_sql", "content": "1 row"}]
+    suffix = tool_suffix(compact, result)
+    assert suffix == tool_suffix(qwen, result)  # results come back exactly as with Qwen2.5's template
+    assert "<tool_response>\n1 row\n</tool_response>" in suffix and suffix.endswith("<|im_start|>assistant\n")
+
+
+def test_a_missing_chat_template_file_is_refused_not_used_as_the_template(tiny_model_dir: Path):
+    from nl2sql_align.errors import RecipeError
+    from nl2sql_align.validate import validate_recipe
+    from tests.conftest import REPO
+
+    model = f'model.name_or_path="{tiny_model_dir}"'
+    recipe = REPO / "recipes" / "tiny-agent-sft.toml"
+    with pytest.raises(RecipeError, match="model.chat_template: recipes/templates/nope.jinja does not exist"):
+        validate_recipe(recipe, overrides=[model, 'model.chat_template="recipes/templates/nope.jinja"'])
+    validate_recipe(recipe, overrides=[model])  # the shipped template exists (paths are relative to the repo root)

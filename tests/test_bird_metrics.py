@@ -234,3 +234,40 @@ def test_eval_ves_times_correct_predictions_and_buckets_their_ratio(tmp_path) ->
     assert bad.returncode != 0 and "eval.ves_iterations" in bad.stderr  # refused, not silently untimed
     off = cli("eval", "--data", str(data), "--predictions", str(preds), "--ves", "0", "--json")
     assert "r_ves" not in json.loads(off.stdout)  # 0 switches off what a model's recipe turned on
+
+
+def test_ves_reward_component_buckets_the_time_ratio_of_correct_answers(tmp_path) -> None:
+    """The `ves` component: a correct answer far faster than a slow gold earns 1.25 x hit, a correct answer far
+    slower than a fast gold 0.25 x hit, a wrong or failing one miss, an unscorable gold None; and it times
+    nothing beyond the executions every component shares."""
+    from nl2sql_align.rewards import ComponentSpec, RewardEngine, build_reward_functions
+
+    db = _soft_f1_db(tmp_path)
+    cases = [  # (gold, prediction, expected)
+        (SLOW_A, GOLD_A, 1.25),
+        (GOLD_A, SLOW_A, 0.25),
+        (GOLD_A, "SELECT a FROM t WHERE a < 3", -0.5),
+        (GOLD_A, "SELECT nope FROM t", -0.5),
+        ("SELECT nope FROM t", GOLD_A, None),
+    ]
+    columns = {
+        "gold_sql": [g for g, _, _ in cases],
+        "db_path": [str(db)] * len(cases),
+        "db_engine": ["sqlite"] * len(cases),
+    }
+    completions = [[{"role": "assistant", "content": f"```sql\n{p}\n```"}] for _, p, _ in cases]
+    with RewardEngine(metric="bird", workers=1, timeout=10.0) as engine:
+        (ves, execution), _ = build_reward_functions(
+            [ComponentSpec("ves", hit=1.0, miss=-0.5), ComponentSpec("execution")], engine
+        )
+        assert ves(prompts=None, completions=completions, **columns) == [c[2] for c in cases]
+        executed = engine.executed
+        assert execution(prompts=None, completions=completions, **columns) == [1.0, 1.0, 0.0, 0.0, None]
+        assert engine.executed == executed  # the same verdicts: nothing ran again
+    with RewardEngine(metric="bird", workers=1) as plain:  # without a ves component no ratio is kept
+        (execution,), _ = build_reward_functions([ComponentSpec("execution")], plain)
+        execution(prompts=None, completions=completions[:1], **{k: v[:1] for k, v in columns.items()})
+        assert (
+            plain.judge(completions[:1], *(columns[k][:1] for k in ("gold_sql", "db_path", "db_engine")))[0].time_ratio
+            is None
+        )

@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -46,6 +45,7 @@ import pytest
 
 from nl2sql_align.sql import Database, SQLExecutor, verdict
 from nl2sql_align.sql.backends import PostgresBackend, UnsafeConnectionError
+from nl2sql_align.sql.pg_local import ClusterUnavailable, LocalCluster, local_cluster
 from tests.conftest import SPIDER
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed: pip install 'psycopg[binary]'")
@@ -59,93 +59,23 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # --- the throwaway cluster ----------------------------------------------------------------------------------
 
 
-def _pg_bin() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
-    return versions[-1].parent if versions else None
-
-
-def _as_user() -> tuple[list[str], tuple[int, int] | None, str | None]:
-    """(command prefix, (uid, gid) to own the folder, why not) for running initdb/pg_ctl: root cannot."""
-    if os.geteuid() != 0:
-        return [], None, None
-    import pwd
-
-    try:
-        pw = pwd.getpwnam("postgres")
-    except KeyError:
-        return [], None, "running as root and there is no 'postgres' OS user to run initdb as"
-    runuser = shutil.which("runuser")
-    if runuser is None:
-        return [], None, "running as root and runuser is missing"
-    return [runuser, "-u", "postgres", "--"], (pw.pw_uid, pw.pw_gid), None
-
-
-class Cluster:
-    def __init__(self, root: Path, bin_dir: Path, prefix: list[str]) -> None:
-        self.root, self.bin, self.prefix = root, bin_dir, prefix
-        self.data = root / "data"
-
-    def dsn(self, db: str, user: str = "postgres") -> str:
-        return f"postgresql://{user}@/{db}?host={self.root}"
-
+class Cluster(LocalCluster):
     def template(self, user: str = READER) -> str:
-        return f"postgresql://{user}@/{{db_id}}?host={self.root}"
-
-    def pg_ctl(self, *args: str) -> None:
-        subprocess.run(
-            [*self.prefix, str(self.bin / "pg_ctl"), "-D", str(self.data), *args],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-    def admin(self, db: str):
-        return psycopg.connect(self.dsn(db), autocommit=True)
+        return super().template(user)
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    bin_dir = _pg_bin()
-    if bin_dir is None or not (bin_dir / "initdb").exists():
-        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl; apt-get install postgresql)")
-    prefix, owner, problem = _as_user()
-    if problem:
-        pytest.skip(problem)
-    root = Path(tempfile.mkdtemp(prefix="nl2sql-pg-"))
-    if owner:
-        os.chown(root, *owner)
-    os.chmod(root, 0o700)
-    c = Cluster(root, bin_dir, prefix)
     try:
-        subprocess.run(
-            [*prefix, str(bin_dir / "initdb"), "-D", str(c.data), "-U", "postgres", "-A", "trust", "--no-sync"]
-            + ["-E", "UTF8", "--locale=C"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        options = (
-            f"-c listen_addresses='' -c unix_socket_directories='{root}' -c fsync=off -c synchronous_commit=off "
-            "-c full_page_writes=off -c max_connections=60"
-        )
-        c.pg_ctl("-o", options, "-l", str(root / "server.log"), "-w", "-t", "60", "start")
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"could not start a throwaway PostgreSQL cluster: {getattr(e, 'stderr', b'')!r}")
-    try:
-        from nl2sql_align.db_copy import copy_database
+        with local_cluster() as c:
+            from nl2sql_align.db_copy import copy_database
 
-        for db_id in DB_IDS:
-            copy_database(SPIDER / "database" / db_id / f"{db_id}.sqlite", c.dsn(db_id), reader=READER)
-        yield c
-    finally:
-        try:
-            c.pg_ctl("-m", "immediate", "stop")
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+            c = Cluster(c.root, c.bin, c.prefix)
+            for db_id in DB_IDS:
+                copy_database(SPIDER / "database" / db_id / f"{db_id}.sqlite", c.dsn(db_id), reader=READER)
+            yield c
+    except ClusterUnavailable as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")

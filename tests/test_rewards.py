@@ -214,6 +214,51 @@ def test_gold_cached_and_identical_sql_run_once(demo_db):
         assert eng.gold_executed == 1 and eng.executed == 3
 
 
+def test_missing_golds_run_in_the_same_pool_batch_as_the_predictions(demo_db):
+    """One pool batch per judge call: a gold that takes seconds must not run alone while workers idle."""
+    from nl2sql_align.sql import SQLExecutor
+
+    class Recording(SQLExecutor):
+        def execute_many(self, jobs):
+            self.batches.append(list(jobs))
+            return super().execute_many(jobs)
+
+    with Recording(workers=2, timeout=2.0) as ex:
+        ex.batches = []
+        eng = RewardEngine(executor=ex)
+        (f,), _ = build_reward_functions([ComponentSpec("execution")], eng)
+        group = [block(DEMO_GOLD), block("SELECT name FROM customers"), block("SELECT 1")]
+        assert f(prompts=None, completions=group, **columns(3, demo_db, DEMO_GOLD)) == [1.0, 0.0, 0.0]
+        assert len(ex.batches) == 1 and len(ex.batches[0]) == 3  # the gold (its text is also a prediction) + 2
+        assert eng.gold_executed == 1 and eng.executed == 3
+        f(prompts=None, completions=[block("SELECT 2")], **columns(1, demo_db, DEMO_GOLD))
+        assert len(ex.batches) == 2 and len(ex.batches[1]) == 1  # the cached gold does not run again
+
+
+def test_gold_cache_evicts_the_least_recently_used(demo_db, monkeypatch):
+    import nl2sql_align.rewards.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "GOLD_CACHE_SIZE", 2)
+    golds = ["SELECT 1", "SELECT 2", "SELECT 3"]
+    with RewardEngine(timeout=2.0, workers=1) as eng:
+        (f,), _ = build_reward_functions([ComponentSpec("execution")], eng)
+
+        def judge(*gs):
+            return f(prompts=None, completions=[block(g) for g in gs], gold_sql=list(gs),
+                     db_path=[demo_db.path] * len(gs), db_engine=[demo_db.engine] * len(gs))  # fmt: skip
+
+        assert judge(golds[0]) == [1.0] and judge(golds[1]) == [1.0]
+        assert eng.gold_executed == 2
+        assert judge(golds[0], golds[2]) == [1.0, 1.0]  # g1 used again: g2 is the least recently used
+        assert eng.gold_executed == 3
+        judge(golds[0])
+        assert eng.gold_executed == 3  # g1 still cached
+        judge(golds[1])
+        assert eng.gold_executed == 4  # g2 was evicted
+        # A batch with more distinct golds than the cache holds still gets every result.
+        assert judge(*golds, "SELECT 4") == [1.0] * 4
+
+
 def test_log_extra_receives_sql_and_verdicts(engine, demo_db):
     logged = {}
     (f,), _ = build_reward_functions([ComponentSpec("execution")], engine)

@@ -5,11 +5,14 @@ after another with the same lists). The engine makes that cheap:
 
 - one persistent, sandboxed `SQLExecutor` pool (sql/sandbox.py) for the whole run, sized to the machine and
   the number of training processes, each worker keeping its database connections open;
-- gold results executed once per (database, gold SQL) and cached for the run;
+- gold results executed once per (database, gold SQL) and cached for the run, in the same pool batch as the
+  predictions (a BIRD-scale gold takes seconds; run alone first it would leave the other workers idle);
 - within a batch, each distinct (database, SQL) is executed once: the G samples of one prompt often agree;
 - the verdicts of the last batch are kept, so the second, third ... component of a step costs a lookup;
 - with a `soft_f1` component, each verdict also carries the Soft-F1 of its rows (sql/results.py `soft_f1`, the
-  definition eval's `--metric bird-f1` uses), from the same executions.
+  definition eval's `--metric bird-f1` uses), from the same executions; with a `ves` component, its
+  `time_ratio` (gold seconds / prediction seconds, one timing each; a new gold is run once more first, so that
+  its kept time is a warm one).
 
 A query that hangs or crashes its worker costs its own reward (a timeout/crash verdict), never the step.
 Nothing here imports torch.
@@ -83,6 +86,8 @@ class Verdict:
     error: str | None = None
     timed_out: bool = False
     soft_f1: float = 0.0  # BIRD mini-dev's Soft-F1 against the gold rows (0 unless it ran; engine.soft_f1 asks)
+    # gold seconds / prediction seconds, one execution each (None unless both ran and engine.time_ratio asks)
+    time_ratio: float | None = None
 
     def passed(self, check: str) -> bool:
         return {
@@ -99,6 +104,14 @@ class Verdict:
         if self.executed:
             return "wrong result"
         return self.error or "failed"
+
+
+def _time_ratio(gold: ExecResult, pred: ExecResult) -> float | None:
+    # R-VES's ratio from the one execution each that scoring made: the gold's first (cached) run and the
+    # prediction's run in its batch. Clock resolution bounds a millisecond query's ratio, hence the floor.
+    if not (gold.ok and pred.ok):
+        return None
+    return max(gold.elapsed, 1e-4) / max(pred.elapsed, 1e-4)
 
 
 def default_workers(num_processes: int | None = None) -> int:
@@ -126,10 +139,13 @@ class RewardEngine:
         memory_mb: int | None = 2048,
         executor: SQLExecutor | None = None,
         soft_f1: bool = False,
+        time_ratio: bool = False,
     ) -> None:
         self.metric = check_metric(metric)
         # Score each verdict's Soft-F1 too (a soft_f1 reward component switches it on: `want_soft_f1`).
         self.soft_f1 = soft_f1
+        # Give each verdict gold seconds / prediction seconds (a ves reward component switches it on).
+        self.time_ratio = time_ratio
         self.keep_distinct = keep_distinct
         self.rewriter = QueryRewriter(keep_distinct, metric)  # the same jobs eval builds
         self._own_executor = executor is None
@@ -143,7 +159,9 @@ class RewardEngine:
         self.seconds = 0.0
         self.batches = 0
         self.completions = 0
-        self.executed = 0  # distinct (database, SQL) pairs sent to the pool
+        # Distinct (database, SQL) pairs of predictions, and of golds, sent to the pool. A prediction whose text
+        # is a gold not yet cached shares that gold's job and counts in both.
+        self.executed = 0
         self.gold_executed = 0
 
     # -- public ---------------------------------------------------------------------------------------------
@@ -197,6 +215,12 @@ class RewardEngine:
             self.soft_f1 = True
             self._last_key, self._last = None, []  # the cached batch has none
 
+    def want_time_ratio(self) -> None:
+        """Give every verdict from now on its `time_ratio` (the ves reward component's input)."""
+        if not self.time_ratio:
+            self.time_ratio = True
+            self._last_key, self._last = None, []  # the cached batch has none
+
     def close(self) -> None:
         if self._own_executor:
             self.executor.close()
@@ -209,19 +233,35 @@ class RewardEngine:
 
     def gold_results(self, items: list[tuple[Database, str, str | None]]) -> list[ExecResult]:
         """Results of (database, gold SQL, dialect) items, each distinct one executed once per run."""
+        return self._golds_and(items, [])[0]
+
+    def _golds_and(
+        self, items: list[tuple[Database, str, str | None]], extra: list[tuple]
+    ) -> tuple[list[ExecResult], dict[tuple, ExecResult]]:
+        """`gold_results`, and the results of the `extra` jobs (the batch's predictions), run in the same pool
+        batch as the golds still missing: at BIRD scale a gold takes seconds, and run alone before the
+        predictions it would leave the other workers idle."""
         keys = [self.rewriter.job(db, sql, dialect) for db, sql, dialect in items]
-        missing = [k for k in dict.fromkeys(keys) if k not in self._gold]
+        cached = {}
+        for k in dict.fromkeys(keys):
+            if k in self._gold:
+                self._gold.move_to_end(k)  # used again: the last to be evicted
+                cached[k] = self._gold[k]
+        missing = [k for k in dict.fromkeys(keys) if k not in cached]
+        if missing and self.time_ratio:
+            # The kept gold time is the ves component's yardstick for the whole run: time a warm run, not the
+            # first one, which pays for cold caches (OS pages, DuckDB/PostgreSQL buffers) that predictions
+            # timed later would not.
+            self.executor.execute_many(missing)
+        jobs = list(dict.fromkeys([*missing, *extra]))  # golds first: the long ones start first
+        results = dict(zip(jobs, self.executor.execute_many(jobs), strict=True)) if jobs else {}
         if missing:
-            for k, r in zip(missing, self.executor.execute_many(missing), strict=True):
-                self._gold[k] = r
+            for k in missing:
+                self._gold[k] = results[k]
             self.gold_executed += len(missing)
             while len(self._gold) > GOLD_CACHE_SIZE:
                 self._gold.popitem(last=False)
-        out = []
-        for k in keys:
-            self._gold.move_to_end(k)
-            out.append(self._gold[k])
-        return out
+        return [cached[k] if k in cached else results[k] for k in keys], {k: results[k] for k in extra}
 
     # -- internals ------------------------------------------------------------------------------------------
 
@@ -229,12 +269,11 @@ class RewardEngine:
         self, texts: list[str], golds: list[str], paths: list[str], engines: list[str], dialects: list[str | None]
     ) -> list[Verdict]:
         dbs = [Database(p, e) for p, e in zip(paths, engines, strict=True)]
-        gold = self.gold_results(list(zip(dbs, golds, dialects, strict=True)))
         sqls = [extract_sql(t) for t in texts]
         # Distinct (database, SQL as scored) pairs run once; the model writes in the database's own dialect.
         pred_keys = [self.rewriter.job(db, sql) for db, sql in zip(dbs, sqls, strict=True)]
         unique = list(dict.fromkeys(pred_keys))
-        results = dict(zip(unique, self.executor.execute_many(unique), strict=True))
+        gold, results = self._golds_and(list(zip(dbs, golds, dialects, strict=True)), unique)
         self.executed += len(unique)
         verdicts = []
         match_cache: dict[tuple, bool] = {}
@@ -259,6 +298,7 @@ class RewardEngine:
                     error=error,
                     timed_out=r.timed_out,
                     soft_f1=f1,
+                    time_ratio=_time_ratio(g, r) if self.time_ratio else None,
                 )
             )
         return verdicts

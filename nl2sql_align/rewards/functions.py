@@ -13,6 +13,11 @@ Built-in checks (each a `SQLCheckReward`, all sharing one `RewardEngine`, so SQL
     length      SQL-R1's length bonus, on a correct answer only
     soft_f1     partial credit: BIRD mini-dev's Soft-F1 of its result rows against the gold's (x `hit`) when it
                 runs, `miss` (0) when it does not; the engine computes it from the same executions
+    ves         efficiency: on a correct answer, BIRD mini-dev's R-VES reward (0.25-1.25, by gold time /
+                prediction time) x `hit`; `miss` otherwise. The times come from the one execution each that
+                scoring already makes (R-VES repeats them; `eval --ves N` does), run beside the batch's other
+                queries, so they are noisy for queries of a few milliseconds: for databases whose queries take
+                tenths of seconds or more. A gold's time is taken once per run, on a warm second run
 
 Each returns `hit` when its check passes, `miss` when not, and None ("not scored": TRL adds nothing and
 leaves it out of the logged mean) when a check it `requires` failed. SQL that is not a read-only query
@@ -43,11 +48,12 @@ from dataclasses import dataclass
 
 from nl2sql_align.errors import RecipeError
 from nl2sql_align.rewards.engine import RewardEngine, Verdict
+from nl2sql_align.sql.results import ves_reward
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("format", "syntax", "executable", "execution", "length", "soft_f1")
-# The checks that pass or fail, which a component may require; length and soft_f1 are scores.
+CHECKS = ("format", "syntax", "executable", "execution", "length", "soft_f1", "ves")
+# The checks that pass or fail, which a component may require; length, soft_f1 and ves are scores.
 GATES = ("format", "syntax", "executable", "execution")
 
 
@@ -108,6 +114,8 @@ class SQLCheckReward:
         self.__name__ = check  # TRL names the metric rewards/<__name__>/mean
         if check == "soft_f1" and engine is not None:
             engine.want_soft_f1()
+        if check == "ves" and engine is not None:
+            engine.want_time_ratio()
 
     def __call__(self, prompts=None, completions=(), completion_ids=None, **kw) -> list[float | None]:
         verdicts = self.engine.judge(
@@ -124,7 +132,7 @@ class SQLCheckReward:
     def score(self, v: Verdict) -> float | None:
         if v.refused:
             return self.miss  # non-read SQL: the lowest value of every component
-        if not v.gold_ok and self.check in ("execution", "length", "soft_f1"):
+        if not v.gold_ok and self.check in ("execution", "length", "soft_f1", "ves"):
             return None  # the gold SQL fails: this example cannot be scored (validate reports it)
         if any(not v.passed(r) for r in self.requires):
             return None
@@ -132,6 +140,8 @@ class SQLCheckReward:
             return sql_r1_length_bonus(v.text, v.sql) * self.hit if v.correct else self.miss
         if self.check == "soft_f1":
             return v.soft_f1 * self.hit if v.executed else self.miss
+        if self.check == "ves":
+            return ves_reward([v.time_ratio]) * self.hit if v.correct and v.time_ratio is not None else self.miss
         return self.hit if v.passed(self.check) else self.miss
 
     def __repr__(self) -> str:

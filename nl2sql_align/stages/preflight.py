@@ -41,6 +41,13 @@ def check_stage(stage: Stage, recipe: Recipe, num_processes: int | None = None) 
     where = recipe.source
     if not recipe.output_dir:
         raise RecipeError(f"{where}: output_dir is not set")
+    if recipe.model.chat_template:
+        from nl2sql_align.stages.setup import read_chat_template
+
+        try:
+            read_chat_template(recipe.model.chat_template)
+        except RecipeError as e:
+            raise RecipeError(f"{where}: {e}") from None
     lines = [check_model_source(recipe.model.name_or_path, where)]
     cls, defaults = stage.config_class(recipe), stage.train_defaults(recipe)
     train_args(stage, recipe, Path(recipe.output_dir), validating=True, num_processes=num_processes)

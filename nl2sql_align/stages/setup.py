@@ -57,6 +57,20 @@ def build_peft_config(recipe: Recipe, task_type: str = "CAUSAL_LM", modules_to_s
     )
 
 
+def read_chat_template(value: str) -> str:
+    """model.chat_template: a path ending in .jinja/.j2 is read (relative to the working directory, as every
+    recipe path); anything else is the template itself. A template path that does not exist is an error, not a
+    template whose text is the path."""
+    p = Path(value)
+    if p.suffix not in (".jinja", ".j2"):
+        return value
+    if not p.is_file():
+        raise RecipeError(
+            f"model.chat_template: {value} does not exist (a .jinja/.j2 path is read as the template file)"
+        )
+    return p.read_text(encoding="utf-8")
+
+
 def load_training_tokenizer(recipe: Recipe):
     from transformers import AutoTokenizer
 
@@ -67,8 +81,7 @@ def load_training_tokenizer(recipe: Recipe):
     )
     template = recipe.model.chat_template
     if template:
-        p = Path(template)
-        tok.chat_template = p.read_text(encoding="utf-8") if p.suffix in (".jinja", ".j2") and p.is_file() else template
+        tok.chat_template = read_chat_template(template)
     if tok.chat_template is None:
         raise RecipeError(
             f"{recipe.model.name_or_path} has no chat template; set model.chat_template to a Jinja template "
