@@ -35,7 +35,6 @@ import os
 import random
 import sqlite3
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_reward import variants  # noqa: E402
+from bench_reward import _with_timeout, pair_verdict, variants  # noqa: E402  (BIRD's per-pair way)
 
 from nl2sql_align.data.example import Example  # noqa: E402
 from nl2sql_align.evaluate import score_predictions  # noqa: E402
@@ -192,31 +191,7 @@ def _connect(db: Database, parallel: bool = False):
 
 
 def _execute_pair(db: Database, pred_sql: str, gold_sql: str, parallel: bool = False) -> int:
-    conn = _connect(db, parallel)
-    try:
-        pred = conn.execute(pred_sql).fetchall()
-        gold = conn.execute(gold_sql).fetchall()
-        return 1 if set(pred) == set(gold) else 0
-    finally:
-        conn.close()
-
-
-def _with_timeout(fn, args, timeout: float) -> int:
-    # func_timeout runs the call in a thread and gives up waiting after the timeout, as BIRD does.
-    box: dict = {}
-
-    def run() -> None:
-        try:
-            box["out"] = fn(*args)
-        except Exception as e:  # noqa: BLE001 -- a failing prediction scores 0
-            box["err"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive() or "err" in box:
-        return 0
-    return box["out"]
+    return pair_verdict(_connect(db, parallel), pred_sql, gold_sql)
 
 
 def baseline(db: Database, pairs: list[tuple[str, str]], timeout: float, parallel: bool = False) -> list[int]:

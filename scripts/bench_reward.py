@@ -120,7 +120,11 @@ def _connect(ex):
 
 
 def _execute_pair(ex, pred_sql, gold_sql):
-    conn = _connect(ex)
+    return pair_verdict(_connect(ex), pred_sql, gold_sql)
+
+
+def pair_verdict(conn, pred_sql: str, gold_sql: str) -> int:
+    """BIRD's per-pair verdict on a fresh connection, which it closes: prediction, then gold, `set ==`."""
     try:
         pred = conn.execute(pred_sql).fetchall()
         gold = conn.execute(gold_sql).fetchall()

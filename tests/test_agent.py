@@ -266,7 +266,8 @@ def test_eval_agent_flag_runs_the_loop_with_the_hf_generator(tiny_model_dir: Pat
     args = ["eval", "--model", str(tiny_model_dir), "--data", "demo:dev", "--limit", "2", "--agent", "--json"]
     res = CliRunner().invoke(app, [*args, "--report", str(tmp_path / "r"), "--set", "eval.max_new_tokens=24"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["agent"] == {"max_turns": 3}
+    # A random model writes no tool call: one turn each, and that turn is the (empty) answer.
+    assert json.loads(res.stdout)["agent"] == {"max_turns": 3, "mean_tool_calls": 0.0, "mean_assistant_turns": 1.0}
     rows = [json.loads(x) for x in (tmp_path / "r" / "per_example.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["pred"] == "" for r in rows)  # a random model writes no code block: no answer
     no_model = CliRunner().invoke(app, ["eval", "--data", "demo:dev", "--agent"])
