@@ -438,9 +438,8 @@ def print_summary(summary: dict[str, Any], title: str = "Execution accuracy") ->
     agent = summary.get("agent") or {}
     if "mean_tool_calls" in agent:
         levels.caption += (
-            f"; agent: {agent['mean_tool_calls']:.2f} tool calls and {agent['mean_assistant_turns']:.2f} turns per "
-            "question "
-            f"(at most {agent['max_turns']} rounds of calls)"
+            f"; agent: {agent['mean_tool_calls']:.2f} tool calls and {agent['mean_assistant_turns']:.2f} turns "
+            f"per question (at most {agent['max_turns']} rounds of calls)"
         )
     if "r_ves" in summary:
         levels.caption += (

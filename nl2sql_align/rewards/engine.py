@@ -107,8 +107,8 @@ class Verdict:
 
 
 def _time_ratio(gold: ExecResult, pred: ExecResult) -> float | None:
-    # R-VES's ratio from the one execution each that scoring made: the gold's first (cached) run and the
-    # prediction's run in its batch. Clock resolution bounds a millisecond query's ratio, hence the floor.
+    # R-VES's ratio from the one execution each that scoring made: the gold's cached run (a warm one: see
+    # `_golds_and`) and the prediction's run in its batch. The floor keeps a sub-0.1 ms query's ratio finite.
     if not (gold.ok and pred.ok):
         return None
     return max(gold.elapsed, 1e-4) / max(pred.elapsed, 1e-4)

@@ -17,7 +17,7 @@ Built-in checks (each a `SQLCheckReward`, all sharing one `RewardEngine`, so SQL
                 prediction time) x `hit`; `miss` otherwise. The times come from the one execution each that
                 scoring already makes (R-VES repeats them; `eval --ves N` does), run beside the batch's other
                 queries, so they are noisy for queries of a few milliseconds: for databases whose queries take
-                tenths of seconds or more. A gold's time is taken once per run, on a warm second run
+                tenths of seconds or more. A gold's time is taken once per run, on a warm second run.
 
 Each returns `hit` when its check passes, `miss` when not, and None ("not scored": TRL adds nothing and
 leaves it out of the logged mean) when a check it `requires` failed. SQL that is not a read-only query
