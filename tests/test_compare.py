@@ -210,3 +210,16 @@ def test_compare_names_an_unknown_baseline_before_any_model_loads(two_runs, tmp_
     monkeypatch.setattr(compare, "load_generator", lambda *a, **k: pytest.fail("a model was loaded"))
     with pytest.raises(UserError, match="--baseline 'nope'.*a, b"):
         compare.compare_runs(list(two_runs), "demo:dev", tmp_path / "cmp", limit=2, baseline="nope")
+
+
+def test_per_run_lines_appear_only_when_some_run_has_the_figure():
+    """The lines under the EX table (Soft-F1, R-VES, agent tool calls) list every run, '-' for a run without the
+    figure, and are left out when no run has it."""
+    from nl2sql_align.compare import agent_lines, r_ves_lines, soft_f1_lines
+
+    recs = [
+        {"name": "grpo", "agent_tool_calls": None, "r_ves": None, "soft_f1": None},
+        {"name": "agent-grpo", "agent_tool_calls": 1.0, "r_ves": None, "soft_f1": None},
+    ]
+    assert r_ves_lines(recs) == [] and soft_f1_lines(recs) == []
+    assert agent_lines(recs) == ["", "Tool calls per question (agent runs): grpo -, agent-grpo 1.00."]
