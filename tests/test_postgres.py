@@ -602,3 +602,54 @@ def test_grpo_rewards_are_executed_on_the_server(cluster, subset_sft, tmp_path, 
     assert len(compared) >= len(logged) // 2, (len(compared), len(logged))
     assert any(logged[i]["rewards"]["execution"] == 1.0 for i in compared)
     assert any(logged[i]["rewards"]["executable"] == 0.1 for i in compared)
+
+
+def test_pairs_are_labelled_on_the_server(cluster, subset_sft, tmp_path, monkeypatch) -> None:
+    """`pairs` with data.postgres: every sample is judged on the server, and its label is the one the same SQL gets
+    on the SQLite copy of the database wherever the two engines return the same rows for it and for the gold."""
+    from nl2sql_align.data import load_examples
+    from nl2sql_align.data.demo import demo_dir
+    from nl2sql_align.db_copy import copy_database
+    from nl2sql_align.pairs import run_pairs
+    from nl2sql_align.recipe import load_recipe
+    from nl2sql_align.rewards import RewardEngine, engine_for
+    from tests.conftest import REPO, SUBSET
+
+    _, warm = subset_sft
+    shop = demo_dir() / "databases" / "shop.duckdb"
+    copy_database(shop, cluster.dsn("shop"), reader=READER, replace=True)
+    lite = tmp_path / "shop.sqlite"
+    _duckdb_to_sqlite(shop, lite)
+    data = tmp_path / "shop.jsonl"
+    data.write_text("".join(json.dumps({"question": q, "sql": s, "db": "shop"}) + "\n" for q, s in SUBSET))
+
+    judged: list[str] = []
+    original = RewardEngine._judge
+
+    def spy(self, texts, golds, paths, engines, dialects):
+        judged.extend(engines)
+        return original(self, texts, golds, paths, engines, dialects)
+
+    monkeypatch.setattr(RewardEngine, "_judge", spy)
+    recipe = load_recipe(REPO / "recipes" / "tiny-dpo.toml", ["pairs.samples=4", "pairs.max_new_tokens=40"])
+    examples = load_examples(str(data), postgres=cluster.template())
+    summary = run_pairs(str(warm), examples, recipe, tmp_path / "pairs")
+    assert judged and set(judged) == {"postgres"} and summary["samples"] == 4 * len(SUBSET)
+
+    samples = [json.loads(x) for x in (tmp_path / "pairs" / "samples.jsonl").read_text().splitlines()]
+    gold_of = {ex.id: ex.sql for ex in examples}
+    pg, sl = Database.from_path(cluster.template().replace("{db_id}", "shop")), Database.from_path(lite)
+    with SQLExecutor(workers=1, timeout=TIMEOUT) as ex:
+        jobs = [(db, q) for s in samples for q in (gold_of[s["id"]], s["sql"]) for db in (pg, sl)]
+        results = [ex.execute(db, q) for db, q in jobs]
+    with engine_for(recipe.reward) as on_lite:  # the judge pairs uses, with the same settings, on SQLite
+        lite_labels = on_lite.judge([s["output"] for s in samples], [gold_of[s["id"]] for s in samples],
+                                    [str(lite)] * len(samples), ["sqlite"] * len(samples))  # fmt: skip
+    compared = 0
+    for i, s in enumerate(samples):
+        gp, gs, pp, ps = results[4 * i : 4 * i + 4]
+        if gp.rows == gs.rows and pp.rows == ps.rows and pp.ok == ps.ok:
+            compared += 1
+            assert (s["label"] == "correct") == lite_labels[i].correct, s
+    assert compared >= len(samples) // 2  # not vacuous
+    assert any(v.correct for v in lite_labels) and not all(v.correct for v in lite_labels)
