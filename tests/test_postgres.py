@@ -59,18 +59,12 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # --- the throwaway cluster ----------------------------------------------------------------------------------
 
 
-class Cluster(LocalCluster):
-    def template(self, user: str = READER) -> str:
-        return super().template(user)
-
-
 @pytest.fixture(scope="module")
 def cluster():
     try:
         with local_cluster() as c:
             from nl2sql_align.db_copy import copy_database
 
-            c = Cluster(c.root, c.bin, c.prefix)
             for db_id in DB_IDS:
                 copy_database(SPIDER / "database" / db_id / f"{db_id}.sqlite", c.dsn(db_id), reader=READER)
             yield c
@@ -84,7 +78,7 @@ def executor():
         yield ex
 
 
-def pg_db(cluster: Cluster, db_id: str = "concert_singer", user: str = READER) -> Database:
+def pg_db(cluster: LocalCluster, db_id: str = "concert_singer", user: str = READER) -> Database:
     return Database.from_path(cluster.dsn(db_id, user))
 
 
@@ -167,13 +161,13 @@ def test_data_spec_points_db_ids_at_postgres(cluster, tmp_path) -> None:
     from nl2sql_align.data import load_examples
     from nl2sql_align.errors import DataError
 
-    examples = load_examples(f"spider:{SPIDER}", postgres=cluster.template())
+    examples = load_examples(f"spider:{SPIDER}", postgres=cluster.template(READER))
     assert len(examples) == 259
     assert {ex.db for ex in examples} == {pg_db(cluster, d) for d in DB_IDS}
     assert all(ex.dialect == "sqlite" for ex in examples)
     native = tmp_path / "own.jsonl"
     native.write_text(json.dumps({"question": "How many?", "sql": "SELECT count(*) FROM pets", "db": "pets_1"}) + "\n")
-    (ex,) = load_examples(str(native), postgres=cluster.template())
+    (ex,) = load_examples(str(native), postgres=cluster.template(READER))
     assert ex.db == pg_db(cluster, "pets_1") and ex.db_id == "pets_1"
     native.write_text(json.dumps({"question": "q", "sql": "SELECT 1", "db": cluster.dsn("car_1", READER)}) + "\n")
     (ex,) = load_examples(str(native))
@@ -197,7 +191,7 @@ def test_gold_transpiled_to_postgres_scores_100(cluster, executor) -> None:
     from nl2sql_align.data import load_examples
     from nl2sql_align.evaluate import score_predictions
 
-    pg = load_examples(f"spider:{SPIDER}", postgres=cluster.template())
+    pg = load_examples(f"spider:{SPIDER}", postgres=cluster.template(READER))
     failures: dict[str, int] = {}
     for r in executor.execute_many([(ex.db, ex.sql, ex.dialect) for ex in pg]):
         if not r.ok:
@@ -301,7 +295,7 @@ HOSTILE = [
 ]
 
 
-def _state(cluster: Cluster) -> dict:
+def _state(cluster: LocalCluster) -> dict:
     """Everything a write could change: every table's rows, the relations, roles, role settings, large objects."""
     out = {}
     with cluster.admin("concert_singer") as conn:
@@ -442,7 +436,7 @@ def test_runaway_query_is_stopped_at_the_timeout(cluster, executor, sql) -> None
     assert executor.execute(pg_db(cluster), "SELECT count(*) FROM singer").rows == [(6,)]
 
 
-def _sandbox_queries(cluster: Cluster) -> list[tuple]:
+def _sandbox_queries(cluster: LocalCluster) -> list[tuple]:
     with cluster.admin("postgres") as conn:
         return conn.execute(
             "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = 'nl2sql-sandbox' "
@@ -558,7 +552,7 @@ def test_grpo_rewards_are_executed_on_the_server(cluster, subset_sft, tmp_path, 
         tmp_path / "grpo",
         f"data.train={data}",
         'data.eval=""',
-        f"data.postgres={json.dumps(cluster.template())}",
+        f"data.postgres={json.dumps(cluster.template(READER))}",
         "train.max_steps=3",
         "train.num_generations=4",
         "train.per_device_train_batch_size=16",
@@ -570,7 +564,7 @@ def test_grpo_rewards_are_executed_on_the_server(cluster, subset_sft, tmp_path, 
     )
     out = grpo.run(recipe)
     assert judged and {e for e, _ in judged} == {"postgres"}
-    assert {p for _, p in judged} == {cluster.template().replace("{db_id}", "shop")}
+    assert {p for _, p in judged} == {cluster.template(READER).replace("{db_id}", "shop")}
     steps = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
     assert len(steps) == 3 and all("rewards/soft_f1/mean" in s for s in steps)
     logged = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
@@ -584,7 +578,7 @@ def test_grpo_rewards_are_executed_on_the_server(cluster, subset_sft, tmp_path, 
         columns = {"gold_sql": golds, "db_path": [str(lite)] * len(logged), "db_engine": ["sqlite"] * len(logged)}
         on_lite = {f.__name__: f(prompts=None, completions=[r["completion"] for r in logged], **columns) for f in funcs}
         # Where the engines answer alike: the gold and the prediction give the same rows on both (or fail on both).
-        pg, sl = Database.from_path(cluster.template().replace("{db_id}", "shop")), Database.from_path(lite)
+        pg, sl = Database.from_path(cluster.template(READER).replace("{db_id}", "shop")), Database.from_path(lite)
         rewriter = QueryRewriter(recipe.reward.keep_distinct, recipe.reward.metric)
         queries = [(g, r["sql"]) for g, r in zip(golds, logged, strict=True)]
         jobs = [rewriter.job(db, q) for g, p in queries for q in (g, p) for db in (pg, sl)]
@@ -632,13 +626,13 @@ def test_pairs_are_labelled_on_the_server(cluster, subset_sft, tmp_path, monkeyp
 
     monkeypatch.setattr(RewardEngine, "_judge", spy)
     recipe = load_recipe(REPO / "recipes" / "tiny-dpo.toml", ["pairs.samples=4", "pairs.max_new_tokens=40"])
-    examples = load_examples(str(data), postgres=cluster.template())
+    examples = load_examples(str(data), postgres=cluster.template(READER))
     summary = run_pairs(str(warm), examples, recipe, tmp_path / "pairs")
     assert judged and set(judged) == {"postgres"} and summary["samples"] == 4 * len(SUBSET)
 
     samples = [json.loads(x) for x in (tmp_path / "pairs" / "samples.jsonl").read_text().splitlines()]
     gold_of = {ex.id: ex.sql for ex in examples}
-    pg, sl = Database.from_path(cluster.template().replace("{db_id}", "shop")), Database.from_path(lite)
+    pg, sl = Database.from_path(cluster.template(READER).replace("{db_id}", "shop")), Database.from_path(lite)
     with SQLExecutor(workers=1, timeout=TIMEOUT) as ex:
         jobs = [(db, q) for s in samples for q in (gold_of[s["id"]], s["sql"]) for db in (pg, sl)]
         results = [ex.execute(db, q) for db, q in jobs]

@@ -85,7 +85,7 @@ class LocalCluster:
 
 
 @contextmanager
-def local_cluster(max_connections: int = 60) -> Iterator[LocalCluster]:
+def local_cluster() -> Iterator[LocalCluster]:
     """Start a cluster, yield it, stop it (immediate) and delete its folder. Raises ClusterUnavailable when
     PostgreSQL's binaries are missing or the server does not start."""
     bin_dir = pg_bin()
@@ -107,7 +107,7 @@ def local_cluster(max_connections: int = 60) -> Iterator[LocalCluster]:
         )
         options = (
             f"-c listen_addresses='' -c unix_socket_directories='{root}' -c fsync=off -c synchronous_commit=off "
-            f"-c full_page_writes=off -c max_connections={max_connections}"
+            "-c full_page_writes=off -c max_connections=60"
         )
         c.pg_ctl("-o", options, "-l", str(root / "server.log"), "-w", "-t", "60", "start")
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
