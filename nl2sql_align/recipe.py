@@ -518,6 +518,17 @@ def train_config_fields(config_cls: type) -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(config_cls) if f.init}
 
 
+def train_config_choices(config_cls: type) -> dict[str, list[str]]:
+    """Field name -> allowed values, for the string fields whose choices transformers and TRL declare only in
+    the field's metadata (for their argument parser). The dataclass itself does not check them:
+    `train_sampling_strategy = "group_by_lenght"` would silently train with the random sampler."""
+    return {
+        f.name: [str(c) for c in f.metadata["choices"]]
+        for f in dataclasses.fields(config_cls)
+        if f.init and f.metadata.get("choices")
+    }
+
+
 def validate_train(recipe: Recipe, config_cls: type) -> Recipe:
     """Check [train] against a config class chosen after loading (e.g. from [preference] method)."""
     recipe.train = _check_train(recipe.train, config_cls, recipe.source, recipe.overrides)
@@ -528,6 +539,7 @@ def _check_train(
     train: dict[str, Any], config_cls: type, source: str, overrides: list[str] | None = None
 ) -> dict[str, Any]:
     valid = train_config_fields(config_cls)
+    choices = train_config_choices(config_cls)
     out = {}
     for key, value in train.items():
         where = _where(["train", key], source, overrides)
@@ -541,6 +553,12 @@ def _check_train(
                 f"{config_cls.__module__.split('.')[0]}.{config_cls.__name__}"
             )
         out[key] = _check_train_value(value, valid[key], where, f"train.{key}")
+        if key in choices and out[key] is not None and str(out[key]) not in choices[key]:
+            near = difflib.get_close_matches(str(out[key]), choices[key], n=1, cutoff=0.6)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise RecipeError(
+                f"{where}: train.{key} = {value!r} is not one of {', '.join(map(repr, choices[key]))}{hint}"
+            )
     return out
 
 

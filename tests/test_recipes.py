@@ -90,6 +90,12 @@ def test_unknown_key_names_file_key_and_nearest(tmp_path: Path, sft_config):
         ("data.schema.example_values=[1]", r"data.schema.example_values = \[1\] has the wrong type"),
         ("seed", r"expected KEY=VALUE"),
         ("train.output_dir=x", r"train.output_dir is set by output_dir \(top level\)"),
+        # choices transformers declares only in field metadata: unchecked, a typo trains with the random sampler
+        (
+            "train.train_sampling_strategy=group_by_lenght",
+            r"train.train_sampling_strategy = 'group_by_lenght' is not one of .*did you mean 'group_by_length'",
+        ),
+        ("train.log_level=loud", r"train.log_level = 'loud' is not one of 'detail', 'debug'"),
     ],
 )
 def test_wrong_types_are_errors(override, pattern, sft_config):
@@ -109,6 +115,7 @@ def test_overrides_coerce_and_take_precedence(sft_config):
             "data.schema.example_values=0",
             "model.name_or_path=7",  # a number is a fine string
             "eval.timeout=2",  # int -> float
+            "train.train_sampling_strategy=group_by_length",  # one of the choices in transformers' field metadata
         ],
         train_config_cls=sft_config,
     )
@@ -120,6 +127,7 @@ def test_overrides_coerce_and_take_precedence(sft_config):
     assert r.data.schema.example_values == 0
     assert r.model.name_or_path == "7"
     assert r.eval.timeout == 2.0 and isinstance(r.eval.timeout, float)
+    assert r.train["train_sampling_strategy"] == "group_by_length"
 
 
 def test_resolved_recipe_round_trips(tmp_path: Path, sft_config):
