@@ -19,6 +19,7 @@ from nl2sql_align.errors import UserError
 from nl2sql_align.evaluate import eval_overrides, eval_recipe, evaluate
 from nl2sql_align.generation import load_generator
 from nl2sql_align.paths import refuse_existing
+from nl2sql_align.recipe import resolved_recipe_of
 
 
 @dataclass
@@ -64,8 +65,7 @@ def load_run(path: Path, name: str) -> Run:
             f"--runs {path}: a reward model scores answers, it does not write SQL, so it has no EX; compare the "
             "policies trained with it (ppo with reward.model) instead"
         )
-    resolved = path / "recipe.resolved.toml"
-    return Run(path, name, stage, ends[-1], resolved if resolved.is_file() else None, rows)
+    return Run(path, name, stage, ends[-1], resolved_recipe_of(path), rows)
 
 
 def run_names(paths: list[Path]) -> list[str]:

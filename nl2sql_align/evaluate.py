@@ -21,7 +21,7 @@ from nl2sql_align.generation import Generator, load_generator
 from nl2sql_align.paths import refuse_existing
 from nl2sql_align.predictions import format_for_path, read_predictions
 from nl2sql_align.predictions import write_predictions as save_predictions
-from nl2sql_align.recipe import RESOLVED_NAME, Recipe, load_recipe
+from nl2sql_align.recipe import Recipe, load_recipe, resolved_recipe_of
 from nl2sql_align.sql import ExecResult, QueryRewriter, SQLExecutor, verdict
 from nl2sql_align.sql.results import r_ves, soft_f1, ves_reward
 from nl2sql_align.stats import bootstrap_ci
@@ -512,12 +512,12 @@ def model_predictions(
 
 def eval_recipe(model: str | None, recipe: Path | None, overrides: list[str] | None = None) -> tuple[Recipe, str]:
     """The recipe an evaluation uses, and where it came from: `recipe` when given, else the model folder's own
-    `recipe.resolved.toml` (the prompt, schema format, system prompt and [eval] settings it was trained with),
-    else the defaults. `overrides` (--set and the eval flags) apply on top, as everywhere else."""
+    `recipe.resolved.toml` (the prompt, schema format, system prompt and [eval] settings it was trained with;
+    a mid-run checkpoint's is its run's), else the defaults. `overrides` (--set and the eval flags) apply on top,
+    as everywhere else."""
     if recipe is not None:
         source = str(recipe)
-    elif model is not None and (Path(model) / RESOLVED_NAME).is_file():
-        recipe = Path(model) / RESOLVED_NAME
+    elif model is not None and (recipe := resolved_recipe_of(model)) is not None:
         source = str(recipe)
     elif model is not None:
         source = "defaults (no --recipe, and the model folder has no recipe.resolved.toml)"

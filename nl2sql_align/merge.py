@@ -15,7 +15,7 @@ from pathlib import Path
 from nl2sql_align.errors import UserError
 from nl2sql_align.gguf import resolve_model_path
 from nl2sql_align.paths import refuse_existing
-from nl2sql_align.recipe import RESOLVED_NAME
+from nl2sql_align.recipe import RESOLVED_NAME, resolved_recipe_of
 
 
 def _base_and_dtype(adapter: Path) -> tuple[str, str]:
@@ -28,8 +28,8 @@ def _base_and_dtype(adapter: Path) -> tuple[str, str]:
     if not base:
         raise UserError(f"{cfg_path}: base_model_name_or_path is not set; cannot tell which model to merge into")
     dtype = "auto"
-    resolved = adapter / RESOLVED_NAME
-    if resolved.is_file():
+    resolved = resolved_recipe_of(adapter)
+    if resolved is not None:
         dtype = tomllib.loads(resolved.read_text()).get("model", {}).get("dtype", "auto")
     return base, dtype
 
@@ -62,6 +62,6 @@ def merge_adapter(adapter: str | Path, output: str | Path, dtype: str | None = N
     output.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(str(output))
     AutoTokenizer.from_pretrained(str(adapter)).save_pretrained(str(output))
-    if (adapter / RESOLVED_NAME).is_file():
-        shutil.copy2(adapter / RESOLVED_NAME, output / RESOLVED_NAME)
+    if (resolved := resolved_recipe_of(adapter)) is not None:  # a mid-run checkpoint: its run's recipe
+        shutil.copy2(resolved, output / RESOLVED_NAME)
     return output

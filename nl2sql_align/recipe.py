@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import enum
 import functools
+import re
 import tomllib
 import types
 import typing
@@ -34,6 +35,21 @@ from nl2sql_align.stdio import display_name, is_stdio, read_text
 
 # The recipe a run trained with, written into its output folder; eval, compare and --resume read it back.
 RESOLVED_NAME = "recipe.resolved.toml"
+_CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")  # what transformers' Trainer names the folders it saves mid-run
+
+
+def resolved_recipe_of(model_dir: str | Path) -> Path | None:
+    """The recipe a trained model folder was trained with: its own recipe.resolved.toml, or for a checkpoint the
+    trainer saved mid-run (`<output_dir>/checkpoint-N`, which holds weights but no recipe) its run's. Without
+    this, `eval --model out/x/checkpoint-30` built the default prompt, not the one the model learnt, and scored
+    0% on the demo where the run's final model scored 52%."""
+    d = Path(model_dir)
+    if (d / RESOLVED_NAME).is_file():
+        return d / RESOLVED_NAME
+    if _CHECKPOINT_DIR.fullmatch(d.name) and (d.parent / RESOLVED_NAME).is_file():
+        return d.parent / RESOLVED_NAME
+    return None
+
 
 # Every table: unknown keys are errors, assignments are checked too, and a number is a fine string
 # (`--set model.name_or_path=7`).

@@ -232,3 +232,26 @@ def test_apply_override_sets_nested_keys_as_toml_values():
     }
     with pytest.raises(RecipeError, match="'x' is a value, not a table"):
         apply_override(data, "train.x.y=2")
+
+
+def test_a_mid_run_checkpoint_is_evaluated_with_its_runs_recipe(tmp_path: Path):
+    """The trainer saves `<output_dir>/checkpoint-N` with weights but no recipe; eval of such a folder must build
+    the prompt the run trained with, not the defaults (which scored a demo checkpoint 0% against 52%)."""
+    from nl2sql_align.evaluate import eval_recipe
+
+    text = (REPO / "recipes" / "tiny-sft.toml").read_text()
+    assert "system_prompt = " in text
+    run = tmp_path / "run"
+    (run / "checkpoint-30").mkdir(parents=True)
+    (run / "checkpoint-best").mkdir()  # not a name the trainer gives: no inheritance
+    (run / "recipe.resolved.toml").write_text(text.replace("Write one {engine} SQL", "RUN: write one {engine} SQL"))
+    r, source = eval_recipe(str(run / "checkpoint-30"), None)
+    assert source == str(run / "recipe.resolved.toml")
+    assert r.data.system_prompt.startswith("RUN: ") and r.data.schema.format == "compact"
+    r, source = eval_recipe(str(run / "checkpoint-best"), None)
+    assert source.startswith("defaults") and not (r.data.system_prompt or "").startswith("RUN: ")
+    # A checkpoint that carries its own recipe (copied elsewhere, or merged) keeps it.
+    own = text.replace("Write one {engine} SQL", "OWN: write one {engine} SQL")
+    (run / "checkpoint-30" / "recipe.resolved.toml").write_text(own)
+    r, source = eval_recipe(str(run / "checkpoint-30"), None)
+    assert source == str(run / "checkpoint-30" / "recipe.resolved.toml") and r.data.system_prompt.startswith("OWN: ")
