@@ -94,7 +94,9 @@ Json = Annotated[
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 Model = Annotated[
     str | None,
-    typer.Option(help="Model or adapter folder to generate with; its recipe.resolved.toml gives the prompt."),
+    typer.Option(
+        help="Model or adapter folder to generate with; its recipe.resolved.toml (a checkpoint-N folder: its run's) gives the prompt."
+    ),
 ]
 DataSpec = Annotated[str, typer.Option(help="Data spec: demo:dev, spider:DIR, bird:DIR, FILE.jsonl, FILE.json, -.")]
 
