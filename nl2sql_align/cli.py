@@ -51,7 +51,7 @@ for _stage, _help in o.STAGE_HELP.items():
 
 @app.command(short_help=o.SHORT_HELP["pairs"])
 def pairs(
-    model: o.Model = None,
+    model: o.PairsModel = None,
     data: o.PairsData = None,
     output: o.PairsOutput = None,
     recipe: o.OptionalRecipe = None,

@@ -95,7 +95,14 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")
 Model = Annotated[
     str | None,
     typer.Option(
-        help="Model or adapter folder to generate with; its recipe.resolved.toml (a checkpoint-N folder: its run's) gives the prompt."
+        help="Model or adapter folder to generate with; its recipe.resolved.toml (a checkpoint-N folder: its run's) "
+        "gives the prompt."
+    ),
+]
+PairsModel = Annotated[
+    str | None,
+    typer.Option(
+        help="Model or adapter folder to sample from (default: the recipe's model); --recipe gives the prompt."
     ),
 ]
 DataSpec = Annotated[str, typer.Option(help="Data spec: demo:dev, spider:DIR, bird:DIR, FILE.jsonl, FILE.json, -.")]

@@ -539,7 +539,7 @@ def train_config_choices(config_cls: type) -> dict[str, list[str]]:
     the field's metadata (for their argument parser). The dataclass itself does not check them:
     `train_sampling_strategy = "group_by_lenght"` would silently train with the random sampler."""
     return {
-        f.name: [str(c) for c in f.metadata["choices"]]
+        f.name: [c.value if isinstance(c, enum.Enum) else c for c in f.metadata["choices"]]
         for f in dataclasses.fields(config_cls)
         if f.init and f.metadata.get("choices")
     }
@@ -569,13 +569,22 @@ def _check_train(
                 f"{config_cls.__module__.split('.')[0]}.{config_cls.__name__}"
             )
         out[key] = _check_train_value(value, valid[key], where, f"train.{key}")
-        if key in choices and out[key] is not None and str(out[key]) not in choices[key]:
-            near = difflib.get_close_matches(str(out[key]), choices[key], n=1, cutoff=0.6)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise RecipeError(
-                f"{where}: train.{key} = {value!r} is not one of {', '.join(map(repr, choices[key]))}{hint}"
-            )
+        if key in choices:
+            _check_choice(out[key], choices[key], where, f"train.{key}", config_cls)
     return out
+
+
+def _check_choice(value: Any, choices: list[Any], where: str, key: str, config_cls: type) -> None:
+    """`value` (or each item of a list value, e.g. DPO's loss_type) among the choices a config field declares."""
+    for item in value if isinstance(value, (list, tuple)) else [value]:
+        if item is None or item in choices:
+            continue
+        near = difflib.get_close_matches(str(item), [str(c) for c in choices], n=1, cutoff=0.6)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise RecipeError(
+            f"{where}: {key} = {item!r} is not one of {', '.join(map(repr, choices))} "
+            f"({config_cls.__module__.split('.')[0]}.{config_cls.__name__}){hint}"
+        )
 
 
 def _check_train_value(value: Any, tp: Any, where: str, key: str) -> Any:

@@ -63,3 +63,15 @@ def test_merge_names_what_is_wrong(tmp_path: Path, tiny_model_dir: Path):
     (bad / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "gone")}))
     with pytest.raises(UserError, match="is not a folder or a hub id|cannot load its base model"):
         merge_adapter(bad, tmp_path / "out")
+
+
+def test_a_checkpoint_adapter_takes_its_runs_dtype(tmp_path: Path):
+    """A LoRA checkpoint saved mid-run (`RUN/checkpoint-N`) holds no recipe; merge reads the run's for the dtype."""
+    from nl2sql_align.merge import _base_and_dtype
+
+    ck = tmp_path / "run" / "checkpoint-3"
+    ck.mkdir(parents=True)
+    (ck / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "base-folder"}))
+    assert _base_and_dtype(ck) == ("base-folder", "auto")  # no recipe anywhere: the default
+    (tmp_path / "run" / "recipe.resolved.toml").write_text('[model]\ndtype = "bfloat16"\n')
+    assert _base_and_dtype(ck) == ("base-folder", "bfloat16")

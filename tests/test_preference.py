@@ -317,7 +317,7 @@ def test_variants_learn_the_preference(tiny_model_dir, micro_pairs, tmp_path, me
 
 
 def test_preference_settings_are_checked(tiny_model_dir, micro_pairs, tmp_path):
-    with pytest.raises(RecipeError, match="not a KTO loss"):
+    with pytest.raises(RecipeError, match=r"train.loss_type = 'sigmoid' is not one of 'kto', 'apo_zero_unpaired'"):
         dpo.run(
             _stage(
                 "dpo",

@@ -41,7 +41,7 @@ CASES = {
     "kto with a DPO loss": (
         "dpo",
         lambda tmp, m: [f"data.train={_pairs(tmp, 'unpaired')}", "preference.method=kto", 'train.loss_type="sigmoid"'],
-        "is not a KTO loss",
+        "train.loss_type = 'sigmoid' is not one of 'kto', 'apo_zero_unpaired' (trl.KTOConfig)",
     ),
     "missing model folder": ("sft", lambda tmp, m: [f"model.name_or_path={tmp}/runs/sft"], "no such folder"),
     "report_to not installed": (
@@ -80,8 +80,8 @@ def test_validate_refuses_what_the_run_refuses(case: str, tiny_model_dir: Path, 
     path, sets = _recipe_args(stage, tmp_path, tiny_model_dir, extra(tmp_path, tiny_model_dir))
     with pytest.raises(UserError) as validated:
         validate_recipe(path, stage, sets)
-    recipe, _, _ = load_stage_recipe(stage, path, sets)
-    with pytest.raises(UserError) as ran:
+    with pytest.raises(UserError) as ran:  # as the stage command does: load the recipe, then run it
+        recipe, _, _ = load_stage_recipe(stage, path, sets)
         stage_module(stage).run(recipe)
     assert message in str(validated.value)
     assert str(ran.value) == str(validated.value)

@@ -38,20 +38,10 @@ TRAIN_DEFAULTS = {
 _METHOD_DEFAULTS = {"simpo": {"loss_type": "simpo", "cpo_alpha": 0.0}}
 
 
-# TRL's KTOConfig takes any string and fails mid-training on the others (TRL 1.16).
-KTO_LOSSES = ("kto", "apo_zero_unpaired")
-
-
 def _method(recipe_or_method: Recipe | str | None) -> str:
     if recipe_or_method is None or isinstance(recipe_or_method, str):
         return recipe_or_method or "dpo"
     return recipe_or_method.preference.method
-
-
-def check_train(values: dict, recipe: Recipe | None = None, num_processes: int | None = None) -> str | None:
-    if _method(recipe) == "kto" and values.get("loss_type", "kto") not in KTO_LOSSES:
-        return f"train.loss_type = {values['loss_type']!r} is not a KTO loss: choose one of {', '.join(KTO_LOSSES)}"
-    return None
 
 
 def train_defaults(recipe: Recipe | str | None = None) -> dict:
@@ -142,7 +132,6 @@ STAGE = Stage(
     config_class=config_class,
     train_defaults=train_defaults,
     load_data=_load,
-    check_train=check_train,
     heldout=heldout_margins,
     unit="preference records",
 )
