@@ -42,10 +42,12 @@ def resolved_recipe_of(model_dir: str | Path) -> Path | None:
     """The recipe a trained model folder was trained with: its own recipe.resolved.toml, or for a checkpoint the
     trainer saved mid-run (`<output_dir>/checkpoint-N`, which holds weights but no recipe) its run's. Without
     this, `eval --model out/x/checkpoint-30` built the default prompt, not the one the model learnt, and scored
-    0% on the demo where the run's final model scored 52%."""
+    0% on the demo where the same checkpoint scores 55% with its run's prompt."""
     d = Path(model_dir)
     if (d / RESOLVED_NAME).is_file():
         return d / RESOLVED_NAME
+    if d.name in ("", ".."):  # "." or "x/..": the folder's name is its resolved path's
+        d = d.resolve()
     if _CHECKPOINT_DIR.fullmatch(d.name) and (d.parent / RESOLVED_NAME).is_file():
         return d.parent / RESOLVED_NAME
     return None
@@ -534,8 +536,8 @@ def train_config_fields(config_cls: type) -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(config_cls) if f.init}
 
 
-def train_config_choices(config_cls: type) -> dict[str, list[str]]:
-    """Field name -> allowed values, for the string fields whose choices transformers and TRL declare only in
+def train_config_choices(config_cls: type) -> dict[str, list[Any]]:
+    """Field name -> allowed values, for the fields whose choices transformers and TRL declare only in
     the field's metadata (for their argument parser). The dataclass itself does not check them:
     `train_sampling_strategy = "group_by_lenght"` would silently train with the random sampler."""
     return {

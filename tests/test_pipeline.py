@@ -279,3 +279,28 @@ def test_a_seed_output_that_is_another_steps_output_is_refused(tmp_path: Path):
     pipe = load_pipeline(_write(tmp_path, [steps[0], clash], HEAD), ["compare.seeds=2"])
     with pytest.raises(RecipeError, match=r"would both write .*sft-seed1"):
         plan_seeds(pipe)
+
+
+def test_a_forked_step_exits_and_writes_as_the_command_does(tmp_path: Path):
+    """A step runs in a process forked from the pipeline's forkserver; its exit status and its files must be the
+    ones `nl2sql-align ARGV` run by hand gives, success and failure alike."""
+    import subprocess
+    import sys
+
+    from nl2sql_align.pipeline import _run_forked
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\ntrain_sampling_strategy = "group_by_lenght"\n')
+    by_hand = subprocess.run([sys.executable, "-m", "nl2sql_align", "validate", str(bad), "--stage", "sft"])
+    assert by_hand.returncode != 0
+    assert _run_forked(["validate", str(bad), "--stage", "sft"]) == by_hand.returncode
+    from nl2sql_align.data import load_examples
+
+    preds = tmp_path / "preds.sql"  # two gold queries and a wrong one: EX 2 of 3
+    golds = [ex.sql for ex in load_examples("demo:dev", limit=3)]
+    preds.write_text("\n".join([*golds[:2], "SELECT 1"]) + "\n")
+    report = tmp_path / "report"
+    argv = ["eval", "--data", "demo:dev", "--limit", "3", "--predictions", str(preds), "--report", str(report)]
+    assert _run_forked(argv) == 0
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["n"] == 3 and round(summary["ex"], 1) == 66.7

@@ -234,7 +234,7 @@ def test_apply_override_sets_nested_keys_as_toml_values():
         apply_override(data, "train.x.y=2")
 
 
-def test_a_mid_run_checkpoint_is_evaluated_with_its_runs_recipe(tmp_path: Path):
+def test_a_mid_run_checkpoint_is_evaluated_with_its_runs_recipe(tmp_path: Path, monkeypatch):
     """The trainer saves `<output_dir>/checkpoint-N` with weights but no recipe; eval of such a folder must build
     the prompt the run trained with, not the defaults (which scored a demo checkpoint 0% against 52%)."""
     from nl2sql_align.evaluate import eval_recipe
@@ -250,6 +250,13 @@ def test_a_mid_run_checkpoint_is_evaluated_with_its_runs_recipe(tmp_path: Path):
     assert r.data.system_prompt.startswith("RUN: ") and r.data.schema.format == "compact"
     r, source = eval_recipe(str(run / "checkpoint-best"), None)
     assert source.startswith("defaults") and not (r.data.system_prompt or "").startswith("RUN: ")
+    monkeypatch.chdir(run / "checkpoint-30")  # `eval --model .` from inside the checkpoint
+    r, source = eval_recipe(".", None)
+    assert r.data.system_prompt.startswith("RUN: ")
+    (run / "checkpoint-30" / "sub").mkdir()
+    monkeypatch.chdir(run / "checkpoint-30" / "sub")  # `eval --model ..`
+    r, _ = eval_recipe("..", None)
+    assert r.data.system_prompt.startswith("RUN: ")
     # A checkpoint that carries its own recipe (copied elsewhere, or merged) keeps it.
     own = text.replace("Write one {engine} SQL", "OWN: write one {engine} SQL")
     (run / "checkpoint-30" / "recipe.resolved.toml").write_text(own)
