@@ -414,10 +414,13 @@ _PRELOAD = [
 ]
 
 
-def _step_main(argv: list[str]) -> None:
-    """A step's command in a process forked from the forkserver, as `nl2sql-align ARGV` would run it."""
+def _step_main(argv: list[str], env: dict[str, str]) -> None:
+    """A step's command in a process forked from the forkserver, as `nl2sql-align ARGV` would run it with `env`
+    (the pipeline's environment now, which may differ from the one the forkserver started with)."""
     import atexit
 
+    os.environ.clear()
+    os.environ.update(env)
     sys.argv = ["nl2sql-align", *argv]
     from nl2sql_align.cli import main
 
@@ -433,10 +436,13 @@ def _run_forked(argv: list[str]) -> int:
     """Run one step's command in its own process, forked from a forkserver that has the heavy modules loaded;
     its exit status (negative: killed by that signal), as subprocess would give."""
     import multiprocessing
+    import subprocess
 
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # Windows: a fresh interpreter, as before
+        return subprocess.call([sys.executable, "-m", "nl2sql_align", *argv])
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
-    proc = ctx.Process(target=_step_main, args=(argv,), name=f"nl2sql-align {argv[0]}")
+    proc = ctx.Process(target=_step_main, args=(argv, dict(os.environ)), name=f"nl2sql-align {argv[0]}")
     proc.start()
     proc.join()
     return proc.exitcode
