@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The tiny model, then SFT -> pairs -> RM -> DPO and PPO, GRPO, and the comparison table (~15 min on 2 cores).
+# The tiny model, then SFT -> pairs -> RM -> DPO and PPO, GRPO, and the comparison table (13-15 min on 2 cores).
 demo: install
 	$(CLI) demo
 

@@ -399,52 +399,88 @@ def step_argv(step: Step, overwrite: bool, resume: bool) -> list[str]:
     return argv
 
 
-# What every step imports before it trains: ~7.5 s of a step's start on 2 cores, which `make demo` paid once per
-# step (8 times). A forkserver imports them once; each step's process is forked from it, fresh.
-_PRELOAD = [
-    "torch",
-    "transformers",
-    "peft",
-    "datasets",
-    "trl.trainer.sft_trainer",
-    "trl.trainer.grpo_trainer",
-    "trl.trainer.dpo_trainer",
-    "trl.trainer.reward_trainer",
-    "nl2sql_align.cli",
-]
+_PRELOAD = ["nl2sql_align._preload"]  # what every step imports before it trains, loaded once
+# The environment and the stdio files the forkserver started with: libraries read some variables once, at import
+# (HF_HUB_OFFLINE, cache paths, thread counts), and a forked step writes to the forkserver's fds 0-2.
+_forkserver_state: tuple[dict[str, str], list[tuple[int, int] | None]] | None = None
 
 
-def _step_main(argv: list[str], env: dict[str, str]) -> None:
-    """A step's command in a process forked from the forkserver, as `nl2sql-align ARGV` would run it with `env`
-    (the pipeline's environment now, which may differ from the one the forkserver started with)."""
+def _stdio_ids() -> list[tuple[int, int] | None]:
+    ids = []
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+            ids.append((st.st_dev, st.st_ino))
+        except OSError:
+            ids.append(None)
+    return ids
+
+
+def _can_fork_steps() -> bool:
+    """Whether a step may be forked from the forkserver rather than started as a fresh interpreter: Linux; a
+    CPU-only torch (bitsandbytes, which peft imports, initialises CUDA at import, and a process forked after that
+    cannot use CUDA); a main script known to be safe to re-import (multiprocessing re-imports the parent's main
+    script in each child: ours and pytest's are guarded); and the environment and stdio the forkserver started
+    with, if it has started."""
+    import multiprocessing
+
+    if sys.platform != "linux" or "forkserver" not in multiprocessing.get_all_start_methods():
+        return False
+    import torch
+
+    if torch.version.cuda is not None or getattr(torch.version, "hip", None) is not None:
+        return False
+    main = sys.modules.get("__main__")
+    spec = getattr(getattr(main, "__spec__", None), "name", None)
+    script = os.path.basename(getattr(main, "__file__", "") or "")
+    if spec not in ("nl2sql_align.__main__", "pytest.__main__") and script not in ("nl2sql-align", "pytest"):
+        return False
+    return _forkserver_state is None or _forkserver_state == (dict(os.environ), _stdio_ids())
+
+
+def _step_main(argv: list[str]) -> None:
+    """A step's command in a process forked from the forkserver, as `python -m nl2sql_align ARGV` would run it."""
     import atexit
+    import threading
 
-    os.environ.clear()
-    os.environ.update(env)
     sys.argv = ["nl2sql-align", *argv]
+    sys.path.insert(0, os.getcwd())  # as `python -m` does: a reward function's module in the working directory
     from nl2sql_align.cli import main
 
     try:
         main()
     finally:
         # multiprocessing ends its children with os._exit, which skips atexit (logging's flush, the SQL
-        # workers' shutdown); a command run by hand gets them, and so does a step.
+        # workers' shutdown); a command run by hand gets them, after its threads end, and so does a step.
+        threading._shutdown()
         atexit._run_exitfuncs()
 
 
-def _run_forked(argv: list[str]) -> int:
-    """Run one step's command in its own process, forked from a forkserver that has the heavy modules loaded;
-    its exit status (negative: killed by that signal), as subprocess would give."""
-    import multiprocessing
+def _run_step_process(argv: list[str]) -> int:
+    """Run one step's command in its own process and return its exit status (negative: killed by that signal):
+    forked from a forkserver that has the heavy modules loaded where that is safe (`_can_fork_steps`), else a
+    fresh interpreter."""
     import subprocess
 
-    if "forkserver" not in multiprocessing.get_all_start_methods():  # Windows: a fresh interpreter, as before
+    global _forkserver_state
+    if not _can_fork_steps():
         return subprocess.call([sys.executable, "-m", "nl2sql_align", *argv])
+    import multiprocessing
+
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(_PRELOAD)
-    proc = ctx.Process(target=_step_main, args=(argv, dict(os.environ)), name=f"nl2sql-align {argv[0]}")
+    if _forkserver_state is None:
+        _forkserver_state = (dict(os.environ), _stdio_ids())
+    proc = ctx.Process(target=_step_main, args=(argv,), name=f"nl2sql-align {argv[0]}")
     proc.start()
-    proc.join()
+    try:
+        proc.join()
+    except BaseException:  # interrupted here (a signal to this process only): stop the step, as subprocess does
+        proc.join(0.25)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        raise
     return proc.exitcode
 
 
@@ -454,8 +490,8 @@ def run_step(step: Step, overwrite: bool, resume: bool) -> None:
     A child process per step, not a call in this one: each stage's train_end row then measures that stage alone
     (peak RSS is a per-process high-water mark, so in one process every later stage would report the largest
     peak so far), a crash or leak stays inside its step, and the step is exactly the command a user could
-    rerun by hand (its recipe.resolved.toml says so). The process is forked from a forkserver that has torch,
-    transformers and TRL loaded already (`_run_forked`), which saves each step their import."""
+    rerun by hand (its recipe.resolved.toml says so). Where it is safe, the process is forked from a forkserver
+    that has torch, transformers and TRL loaded already (`_run_step_process`), which saves each step their import."""
     import subprocess
 
     from nl2sql_align.launch import launch_command, launch_env
@@ -467,7 +503,7 @@ def run_step(step: Step, overwrite: bool, resume: bool) -> None:
     if sec.num_processes > 1 or sec.accelerate_config:
         code = subprocess.call(launch_command(sec.num_processes, step.accelerate_config, argv), env=launch_env())
     else:
-        code = _run_forked(argv)
+        code = _run_step_process(argv)
     if code != 0:
         raise UserError(
             f"step {step.name} failed (exit {code}): nl2sql-align {' '.join(argv)}; the error is above. Fix it and "

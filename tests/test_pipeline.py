@@ -281,26 +281,41 @@ def test_a_seed_output_that_is_another_steps_output_is_refused(tmp_path: Path):
         plan_seeds(pipe)
 
 
-def test_a_forked_step_exits_and_writes_as_the_command_does(tmp_path: Path):
-    """A step runs in a process forked from the pipeline's forkserver; its exit status and its files must be the
-    ones `nl2sql-align ARGV` run by hand gives, success and failure alike."""
+@pytest.mark.slow
+def test_a_forked_step_exits_and_writes_as_the_command_does(tmp_path: Path, monkeypatch):
+    """A step runs in a process forked from the pipeline's forkserver (where that is safe); its exit status and
+    its files must be the ones `nl2sql-align ARGV` run by hand gives, success and failure alike."""
     import subprocess
     import sys
 
-    from nl2sql_align.pipeline import _run_forked
+    # An earlier test may have started the forkserver under its own captured stdio, which makes later steps fall
+    # back to fresh interpreters; start this test with none, so that the forked path is the one tested.
+    from multiprocessing import forkserver
 
+    import nl2sql_align._preload  # noqa: F401  (the forkserver ignores an ImportError here: a rename must fail)
+    from nl2sql_align import pipeline
+    from nl2sql_align.data import load_examples
+
+    forkserver._forkserver._stop()
+    monkeypatch.setattr(pipeline, "_forkserver_state", None)
+    forking = pipeline._can_fork_steps()  # CPU-only torch under pytest: true on CI
     bad = tmp_path / "bad.toml"
     bad.write_text('[train]\ntrain_sampling_strategy = "group_by_lenght"\n')
     by_hand = subprocess.run([sys.executable, "-m", "nl2sql_align", "validate", str(bad), "--stage", "sft"])
     assert by_hand.returncode != 0
-    assert _run_forked(["validate", str(bad), "--stage", "sft"]) == by_hand.returncode
-    from nl2sql_align.data import load_examples
-
+    assert pipeline._run_step_process(["validate", str(bad), "--stage", "sft"]) == by_hand.returncode
+    assert (pipeline._forkserver_state is not None) == forking
+    if forking:
+        assert pipeline._can_fork_steps()  # the same environment and stdio: the next step forks too
     preds = tmp_path / "preds.sql"  # two gold queries and a wrong one: EX 2 of 3
     golds = [ex.sql for ex in load_examples("demo:dev", limit=3)]
     preds.write_text("\n".join([*golds[:2], "SELECT 1"]) + "\n")
     report = tmp_path / "report"
     argv = ["eval", "--data", "demo:dev", "--limit", "3", "--predictions", str(preds), "--report", str(report)]
-    assert _run_forked(argv) == 0
+    assert pipeline._run_step_process(argv) == 0
     summary = json.loads((report / "summary.json").read_text())
     assert summary["n"] == 3 and round(summary["ex"], 1) == 66.7
+    # Libraries read some variables once, at import: a step under another environment gets a fresh interpreter.
+    monkeypatch.setenv("NL2SQL_ALIGN_TEST_VARIABLE", "1")
+    assert not pipeline._can_fork_steps()
+    forkserver._forkserver._stop()  # the next test starts its own, under its own stdio
