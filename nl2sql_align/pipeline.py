@@ -452,7 +452,7 @@ def _step_main(argv: list[str]) -> None:
     finally:
         # multiprocessing ends its children with os._exit, which skips atexit (logging's flush, the SQL
         # workers' shutdown); a command run by hand gets them, after its threads end, and so does a step.
-        threading._shutdown()
+        getattr(threading, "_shutdown", lambda: None)()  # private; joins the non-daemon threads, as exit does
         atexit._run_exitfuncs()
 
 
