@@ -34,7 +34,7 @@ demo-real: install
 test: install
 	$(PY) -m pytest -q -m "not slow"
 
-# The slow ones (~8 min here); CI (.ci/run) runs `make test` and then this.
+# The slow ones (~7 min here); CI (.ci/run) runs `make test` and then this.
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
