@@ -567,13 +567,17 @@ def _check_train(
             near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise RecipeError(
-                f"{where}: unknown key 'train.{key}'{hint} [train] accepts the fields of "
-                f"{config_cls.__module__.split('.')[0]}.{config_cls.__name__}"
+                f"{where}: unknown key 'train.{key}'{hint} [train] accepts the fields of {_config_name(config_cls)}"
             )
         out[key] = _check_train_value(value, valid[key], where, f"train.{key}")
         if key in choices:
             _check_choice(out[key], choices[key], where, f"train.{key}", config_cls)
     return out
+
+
+def _config_name(config_cls: type) -> str:
+    """`trl.SFTConfig`: the package and class a [train] table is checked against, as errors name it."""
+    return f"{config_cls.__module__.split('.')[0]}.{config_cls.__name__}"
 
 
 def _check_choice(value: Any, choices: list[Any], where: str, key: str, config_cls: type) -> None:
@@ -585,7 +589,7 @@ def _check_choice(value: Any, choices: list[Any], where: str, key: str, config_c
         hint = f"; did you mean {near[0]!r}?" if near else ""
         raise RecipeError(
             f"{where}: {key} = {item!r} is not one of {', '.join(map(repr, choices))} "
-            f"({config_cls.__module__.split('.')[0]}.{config_cls.__name__}){hint}"
+            f"({_config_name(config_cls)}){hint}"
         )
 
 
